@@ -1,0 +1,83 @@
+"""Atomic, pickle-free file input/output for arrays (.npz) and records (.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["save_npz", "load_npz", "save_json", "load_json", "atomic_path"]
+
+
+class atomic_path:
+    """Context manager yielding a temporary path beside ``path``, renamed onto it on success.
+
+    An interrupted or failing writer leaves no file that looks complete: the temporary file is
+    removed on error and ``path`` only appears through an atomic ``os.replace``.
+    """
+
+    def __init__(self, path: str | os.PathLike, suffix: str = ""):
+        self.path = Path(path)
+        self.suffix = suffix or self.path.suffix
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".tmp{self.suffix}", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+    """Writes ``arrays`` to ``path`` as an uncompressed .npz, atomically."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def load_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """Returns the arrays stored in ``path``; never unpickles.
+
+    Raises:
+        ValueError: naming the file when it is missing, unreadable, or lacks a ``required`` array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    for key in required:
+        if key not in arrays:
+            raise ValueError(f"{path}: missing array '{key}' (found {sorted(arrays)})")
+    return arrays
+
+
+def save_json(path: str | os.PathLike, obj: Mapping | list) -> None:
+    """Writes ``obj`` as indented JSON, atomically; NaN is written as ``NaN``."""
+    with atomic_path(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def load_json(path: str | os.PathLike):
+    """Returns the JSON object in ``path``; raises ValueError naming the file if it is missing or corrupt."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
