@@ -213,7 +213,8 @@ def couple(
         raise ValueError(f"method='sinkhorn' needs epsilon > 0, got epsilon={epsilon!r}")
     if method == "exact" and epsilon is not None:
         raise ValueError(f"method='exact' takes no epsilon, got epsilon={epsilon!r}; use method='sinkhorn'")
-    if block_size is not None and (isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1):
+    is_count = isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool)
+    if block_size is not None and not (is_count and block_size >= 1):
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     if pairing == "unpaired" and rng is None:
         raise ValueError("pairing='unpaired' needs rng (a np.random.Generator) to shuffle the snapshots")

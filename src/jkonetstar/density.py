@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from sklearn import mixture
+from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from jkonetstar.couplings import Couplings
@@ -78,9 +79,12 @@ def fit_gaussian_mixture(
         )
     if not min_det >= 0:
         raise ValueError(f"min_det must be >= 0, got {min_det!r}")
-    fitted = mixture.GaussianMixture(
-        n_components=int(n_components), covariance_type="full", random_state=seed
-    ).fit(x)
+    # One thread: a snapshot is small, and OpenMP/BLAS threads busy-waiting on a loaded machine (parallel
+    # workflow jobs) slowed a 1000-point fit from 0.1 s to several seconds.
+    with threadpool_limits(limits=1):
+        fitted = mixture.GaussianMixture(
+            n_components=int(n_components), covariance_type="full", random_state=seed
+        ).fit(x)
     determinants = np.linalg.det(fitted.covariances_)
     keep = determinants > min_det
     if not keep.any():

@@ -8,27 +8,33 @@ minus the constant, and Gaussian bumps ``exp(-|v - c|^2 / width)`` centred on a 
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
-
+import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["FeatureMap", "feature_map", "features", "feature_gradients", "MAX_FEATURES"]
+__all__ = ["FeatureMap", "feature_map", "features", "feature_gradients", "mean_feature_gradients", "MAX_FEATURES"]
 
 MAX_FEATURES = 5000
 """Largest feature count the closed-form solvers accept (the normal matrix is MAX_FEATURES^2)."""
 
 
-class FeatureMap(NamedTuple):
-    """Exponents ``[n_poly, d]`` of the monomials, RBF centres ``[n_rbf, d]`` and the RBF width."""
+@flax.struct.dataclass
+class FeatureMap:
+    """Exponents ``[n_poly, d]`` of the monomials, RBF centres ``[n_rbf, d]``, RBF width, largest exponent.
 
-    exponents: np.ndarray
-    centres: np.ndarray
+    ``axis`` holds the 1-D grid whose d-fold product (in ``itertools.product`` order) gives the centres.
+    """
+
+    exponents: jax.Array
+    centres: jax.Array
     width: float
+    degree: int = flax.struct.field(pytree_node=False)
+    axis: jax.Array | None = None
 
     @property
     def size(self) -> int:
-        return len(self.exponents) + len(self.centres)
+        return self.exponents.shape[0] + self.centres.shape[0]
 
 
 def feature_map(
@@ -47,9 +53,9 @@ def feature_map(
             "use an MLP solver such as jkonet-star-potential in this dimension"
         )
     exponents = np.array([e for e in itertools.product(range(degree + 1), repeat=dim) if any(e)], dtype=np.int32)
-    axis = np.linspace(low, high, rbf_per_dim) if rbf_per_dim else np.zeros(0)
+    axis = np.linspace(low, high, rbf_per_dim, dtype=np.float32)
     centres = np.array(list(itertools.product(axis, repeat=dim)), dtype=np.float32).reshape(-1, dim)
-    return FeatureMap(exponents, centres, float(width))
+    return FeatureMap(exponents, centres, float(width), degree, axis)
 
 
 def _powers(v: jnp.ndarray, max_degree: int) -> jnp.ndarray:
@@ -59,7 +65,7 @@ def _powers(v: jnp.ndarray, max_degree: int) -> jnp.ndarray:
 def features(fmap: FeatureMap, v: jnp.ndarray) -> jnp.ndarray:
     """Returns the features ``[n, n_features]`` of points ``v`` of shape ``[n, d]``."""
     dim = v.shape[-1]
-    powers = _powers(v, int(fmap.exponents.max(initial=0)))  # [n, d, degree + 1]
+    powers = _powers(v, fmap.degree)  # [n, d, degree + 1]
     dims = jnp.arange(dim)
     poly = jnp.prod(powers[:, dims, fmap.exponents], axis=-1)  # [n, n_poly]
     sq = jnp.sum((v[:, None, :] - fmap.centres[None]) ** 2, axis=-1)
@@ -69,7 +75,7 @@ def features(fmap: FeatureMap, v: jnp.ndarray) -> jnp.ndarray:
 def feature_gradients(fmap: FeatureMap, v: jnp.ndarray) -> jnp.ndarray:
     """Returns the gradients ``[n, d, n_features]`` of the features at points ``v`` ``[n, d]`` (closed form)."""
     dim = v.shape[-1]
-    max_degree = int(fmap.exponents.max(initial=0))
+    max_degree = fmap.degree
     powers = _powers(v, max_degree)  # v^e
     dpowers = jnp.concatenate([jnp.zeros_like(powers[..., :1]), jnp.arange(1, max_degree + 1) * powers[..., :-1]], -1)
     dims = jnp.arange(dim)
@@ -84,3 +90,43 @@ def feature_gradients(fmap: FeatureMap, v: jnp.ndarray) -> jnp.ndarray:
     bump = jnp.exp(-jnp.sum(diff**2, axis=-1) / fmap.width)
     rbf_grad = jnp.swapaxes(-2.0 / fmap.width * diff * bump[..., None], 1, 2)
     return jnp.concatenate([poly_grad, rbf_grad], axis=-1)
+
+
+def mean_feature_gradients(fmap: FeatureMap, points: jnp.ndarray, population: jnp.ndarray, weights=None):
+    """Returns ``sum_j w_j grad phi(points_i - population_j) / sum_j w_j``, shape ``[n, d, n_features]``.
+
+    The gradient is taken in the argument ``z = x_i - x_j`` of phi (that of an interaction energy
+    ``W(z) = theta . phi(z)``). The n * k pairs are never expanded into features: both families are tensor
+    products of 1-D bases (monomials ``z_k^e``, e = 0..degree, without the constant; grid bumps
+    ``exp(-(z_k - a_p)^2 / w)``), so the weighted sum over ``j`` of a product of d factors is one
+    contraction of d arrays of shape ``[k, r]`` per point. Requires the map built by :func:`feature_map`.
+
+    Args:
+        points: ``[n, d]``. population: ``[k, d]``. weights: ``[k]`` (uniform if None).
+    """
+    dim = points.shape[-1]
+    if weights is None:
+        weights = jnp.ones(population.shape[0], points.dtype)
+    weights = weights / jnp.sum(weights)
+    letters = "abcdefgh"[:dim]
+    contraction = ",".join(["j"] + [f"j{c}" for c in letters]) + "->" + letters
+
+    def tensor_means(basis, dbasis):
+        grads = []
+        for k in range(dim):
+            factors = [dbasis[:, l] if l == k else basis[:, l] for l in range(dim)]
+            grads.append(jnp.einsum(contraction, weights, *factors).reshape(-1))
+        return jnp.stack(grads)  # [d, r^d]
+
+    def one(p):
+        z = p - population  # [k, d]
+        powers = _powers(z, fmap.degree)
+        exps = jnp.arange(1, fmap.degree + 1, dtype=z.dtype)
+        dpowers = jnp.concatenate([jnp.zeros_like(powers[..., :1]), exps * powers[..., :-1]], axis=-1)
+        poly = tensor_means(powers, dpowers)[:, 1:]
+        off = z[:, :, None] - fmap.axis[None, None, :]  # [k, d, r]
+        bump = jnp.exp(-(off**2) / fmap.width)
+        rbf = tensor_means(bump, -2.0 / fmap.width * off * bump)
+        return jnp.concatenate([poly, rbf], axis=-1)
+
+    return jax.lax.map(one, points, batch_size=32)

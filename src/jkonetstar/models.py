@@ -33,6 +33,7 @@ __all__ = [
     "SOLVERS",
     "get_solver",
     "MLP",
+    "mlp_input_gradient",
     "init_params",
     "jkonet_star_loss",
     "fit_linear",
@@ -119,37 +120,68 @@ def init_params(key: jax.Array, spec: SolverSpec, dim: int, hidden: tuple[int, .
     }
 
 
+def mlp_input_gradient(params: dict, x: jax.Array) -> jax.Array:
+    """Returns ``grad_x MLP(x)`` for a batch ``x`` ``[n, d_in]`` as ``[n, d_in]``, by an explicit backward pass.
+
+    Equal to ``vmap(grad(MLP.apply))`` but written as batched matrix products (softplus' = sigmoid), which
+    XLA runs about 1.5x faster for the O(B^2) interaction pairs and which differentiates cleanly again in
+    the parameters.
+    """
+    n_layers = len(params)
+    pre = []
+    h = x
+    for i in range(n_layers - 1):
+        layer = params[f"Dense_{i}"]
+        a = h @ layer["kernel"] + layer["bias"]
+        pre.append(a)
+        h = jax.nn.softplus(a)
+    g = jnp.broadcast_to(params[f"Dense_{n_layers - 1}"]["kernel"][:, 0], h.shape)
+    for i in reversed(range(n_layers - 1)):
+        g = g * jax.nn.sigmoid(pre[i])
+        g = g @ params[f"Dense_{i}"]["kernel"].T
+    return g
+
+
 def _energy_gradients(term_params, fmap, points, times=None):
-    """Gradient of one energy term at ``points`` ``[n, d]`` -> ``[n, d]`` (MLP or linear)."""
+    """Gradient of one energy term at ``points`` ``[..., d]`` -> ``[..., d]`` (MLP or linear)."""
+    shape = points.shape
+    flat = points.reshape(-1, shape[-1])
     if fmap is not None:
-        return jnp.einsum("ndp,p->nd", feats.feature_gradients(fmap, points), term_params)
+        return jnp.einsum("ndp,p->nd", feats.feature_gradients(fmap, flat), term_params).reshape(shape)
     if times is None:
-        return jax.vmap(jax.grad(lambda p: _mlp_apply(term_params, p)))(points)
-
-    def grad_x(p, t):
-        return jax.grad(lambda q: _mlp_apply(term_params, jnp.append(q, t)))(p)
-
-    return jax.vmap(grad_x)(points, times.astype(points.dtype))
+        return mlp_input_gradient(term_params, flat).reshape(shape)
+    inputs = jnp.concatenate([flat, times.reshape(-1, 1).astype(flat.dtype)], axis=1)
+    return mlp_input_gradient(term_params, inputs)[:, :-1].reshape(shape)
 
 
 def _feature_map(params):
+    """The feature map stored with linear parameters (``None`` for MLPs); jit-safe: degree from shapes."""
     f = params.get("features")
     if f is None:
         return None
-    return feats.FeatureMap(np.asarray(f["exponents"]), np.asarray(f["centres"]), float(f["width"]))
+    n_poly, dim = f["exponents"].shape
+    degree = round((n_poly + 1) ** (1.0 / dim)) - 1
+    return feats.FeatureMap(f["exponents"], f["centres"], f["width"], degree, f["axis"])
 
 
-def _interaction_mean(term_params, fmap, points, population, weights, same_group=None):
-    """``sum_j c_ij grad W(points_i - population_j) / sum_j c_ij`` with ``c_ij = weights_j [same_group_ij]``."""
+def _interaction_mean(term_params, fmap, points, population, coef=None, chunk=None):
+    """``sum_j c_ij grad W(points_i - population_j) / sum_j c_ij`` -> ``[n, d]``; ``c`` defaults to uniform.
 
-    def one(p, group_row):
-        grads = _energy_gradients(term_params, fmap, p - population)
-        coef = weights if group_row is None else weights * group_row
-        return jnp.sum(coef[:, None] * grads, axis=0) / jnp.maximum(jnp.sum(coef), 1e-30)
+    With ``chunk``, rows of ``points`` are processed ``chunk`` at a time to bound memory (n * k pairs).
+    """
 
-    if same_group is None:
-        return jax.lax.map(lambda p: one(p, None), points, batch_size=64)
-    return jax.vmap(one)(points, same_group)
+    if fmap is not None:
+        return jnp.einsum("ndk,k->nd", feats.mean_feature_gradients(fmap, points, population), term_params)
+
+    def rows(p, c):
+        grads = _energy_gradients(term_params, fmap, p[:, None, :] - population[None])
+        if c is None:
+            return jnp.mean(grads, axis=1)
+        return jnp.einsum("nk,nkd->nd", c, grads) / jnp.maximum(jnp.sum(c, axis=1, keepdims=True), 1e-30)
+
+    if chunk is None:
+        return rows(points, coef)
+    return jax.lax.map(lambda p: rows(p[None], None)[0], points, batch_size=chunk)
 
 
 def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0, interaction_average: str = "snapshot"):
@@ -173,13 +205,13 @@ def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0,
         g = g + _energy_gradients(params["potential"], None, batch.target, times)
     if spec.interaction:
         if interaction_average == "snapshot":
-            same = (batch.time[:, None] == batch.time[None, :]).astype(batch.target.dtype)
+            same = batch.time[:, None] == batch.time[None, :]
+            coef = same * batch.weight[None, :]
         elif interaction_average == "minibatch":
-            same = jnp.broadcast_to((batch.weight > 0).astype(batch.target.dtype), (len(batch.weight),) * 2)
+            coef = jnp.broadcast_to((batch.weight > 0).astype(batch.target.dtype), (len(batch.weight),) * 2)
         else:
             raise ValueError(f"unknown interaction_average {interaction_average!r}: choose one of {INTERACTION_AVERAGES}")
-        weights = batch.weight if interaction_average == "snapshot" else jnp.ones_like(batch.weight)
-        g = g + _interaction_mean(params["interaction"], None, batch.target, batch.target, weights, same)
+        g = g + _interaction_mean(params["interaction"], None, batch.target, batch.target, coef)
     if spec.internal:
         g = g + params["beta"] * batch.grad_rho / batch.rho[:, None]
     residual = tau * g + (batch.target - batch.source)
@@ -198,8 +230,10 @@ def fit_linear(
     """Returns ``(params, loss)`` of a linear solver, solved in closed form (paper Prop. 3.4, Eq. 12).
 
     With ``theta = -s / tau`` and per-row design ``Y [d, K]`` (feature gradients of V, interaction
-    feature gradients averaged over the rows of the same snapshot, and ``grad rho / rho`` for beta),
-    ``s`` solves the weighted ridge normal equations ``(sum_i w_i Y_i^T Y_i + ridge I) s = sum_i w_i Y_i^T (y_i - x_i)``.
+    feature gradients averaged over the rows of the same snapshot pair, and ``grad rho / rho`` for beta),
+    ``s`` solves the weighted ridge normal equations
+    ``(sum_i w_i Y_i^T Y_i + ridge I) s = sum_i w_i Y_i^T (y_i - x_i)``. The loss is the weighted squared
+    residual ``sum_i w_i |tau Y_i theta + y_i - x_i|^2``.
 
     Args:
         spec: a linear solver.
@@ -215,54 +249,46 @@ def fit_linear(
         raise ValueError(f"solver {spec.name!r} is not linear")
     if gradient_at not in ("source", "target"):
         raise ValueError(f"unknown gradient_at {gradient_at!r}: choose 'source' or 'target'")
-    dim = data.source.shape[1]
-    fmap = feats.feature_map(dim, **(feature_options or {}))
-    points = jnp.asarray(data.source if gradient_at == "source" else data.target)
-    weight = jnp.asarray(data.weight)
-    blocks = []
-    if spec.potential:
-        blocks.append(feats.feature_gradients(fmap, points))
-    if spec.interaction:
-        time = np.asarray(data.time)
-        block = jnp.zeros((len(points), dim, fmap.size), points.dtype)
-        for label in np.unique(time):
-            rows = np.flatnonzero(time == label)
-            mean = _interaction_design(fmap, points[rows], weight[rows])
-            block = block.at[rows].set(mean)
-        blocks.append(block)
-    if spec.internal:
-        blocks.append((jnp.asarray(data.grad_rho) / jnp.asarray(data.rho)[:, None])[..., None])
-    design = jnp.concatenate(blocks, axis=-1)
-    step = jnp.asarray(data.target) - jnp.asarray(data.source)
-    normal = jnp.einsum("m,mdk,mdl->kl", weight, design, design) + ridge * jnp.eye(design.shape[-1])
-    rhs = jnp.einsum("m,mdk,md->k", weight, design, step)
-    theta = -jnp.linalg.solve(normal, rhs) / tau
-    residual = tau * jnp.einsum("mdk,k->md", design, theta) + step
-    loss = float(jnp.sum(weight * jnp.sum(residual**2, axis=-1)))
+    fmap = feats.feature_map(data.source.shape[1], **(feature_options or {}))
+    order = np.argsort(np.asarray(data.time), kind="stable")
+    data = jax.tree.map(lambda a: jnp.asarray(a)[order], data)
+    groups = tuple(int(c) for c in np.unique(np.asarray(data.time), return_counts=True)[1])
+    theta, loss = _solve_linear(fmap, data, tau, ridge, spec=spec, gradient_at=gradient_at, groups=groups)
     sizes = [fmap.size if spec.potential else 0, fmap.size if spec.interaction else 0]
     params = {
         "potential": theta[: sizes[0]] if spec.potential else None,
         "interaction": theta[sizes[0] : sizes[0] + sizes[1]] if spec.interaction else None,
         "beta": theta[-1] if spec.internal else None,
-        "features": {"exponents": fmap.exponents, "centres": fmap.centres, "width": np.asarray(fmap.width)},
+        "features": {"exponents": fmap.exponents, "centres": fmap.centres, "width": np.asarray(fmap.width),
+                     "axis": fmap.axis},
     }
-    return params, loss
+    return params, float(loss)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _interaction_design_jit(fmap_key, points, weight):
-    fmap = feats.FeatureMap(np.array(fmap_key[0]), np.array(fmap_key[1]), fmap_key[2])
-
-    def one(p):
-        grads = feats.feature_gradients(fmap, p - points)
-        return jnp.einsum("j,jdp->dp", weight, grads) / jnp.sum(weight)
-
-    return jax.lax.map(one, points, batch_size=16)
-
-
-def _interaction_design(fmap, points, weight):
-    key = (tuple(map(tuple, fmap.exponents.tolist())), tuple(map(tuple, fmap.centres.tolist())), fmap.width)
-    return _interaction_design_jit(key, points, weight)
+@functools.partial(jax.jit, static_argnames=("spec", "gradient_at", "groups"))
+def _solve_linear(fmap, data, tau, ridge, *, spec, gradient_at, groups):
+    points = data.source if gradient_at == "source" else data.target
+    blocks = []
+    if spec.potential:
+        blocks.append(feats.feature_gradients(fmap, points))
+    if spec.interaction:
+        # Row i averages grad phi(p_i - p_j) over the rows j of its snapshot pair, weighted by the coupling:
+        # the plan's marginal, i.e. the empirical snapshot itself.
+        means, offset = [], 0
+        for size in groups:
+            p, w = points[offset : offset + size], data.weight[offset : offset + size]
+            means.append(feats.mean_feature_gradients(fmap, p, p, w))
+            offset += size
+        blocks.append(jnp.concatenate(means))
+    if spec.internal:
+        blocks.append((data.grad_rho / data.rho[:, None])[..., None])
+    design = jnp.concatenate(blocks, axis=-1)
+    step = data.target - data.source
+    normal = jnp.einsum("m,mdk,mdl->kl", data.weight, design, design) + ridge * jnp.eye(design.shape[-1])
+    rhs = jnp.einsum("m,mdk,md->k", data.weight, design, step)
+    theta = -jnp.linalg.solve(normal, rhs) / tau
+    residual = tau * jnp.einsum("mdk,k->md", design, theta) + step
+    return theta, jnp.sum(data.weight * jnp.sum(residual**2, axis=-1))
 
 
 def predict(params: dict, spec: SolverSpec, key: jax.Array, x, t_target: int | None = None, *, tau: float = 1.0):
@@ -288,7 +314,7 @@ def predict(params: dict, spec: SolverSpec, key: jax.Array, x, t_target: int | N
     if spec.potential:
         drift = drift + _energy_gradients(params["potential"], fmap, x)
     if spec.interaction:
-        drift = drift + _interaction_mean(params["interaction"], fmap, x, x, jnp.ones(len(x), x.dtype))
+        drift = drift + _interaction_mean(params["interaction"], fmap, x, x, chunk=64)
     y = x - tau * drift
     if spec.internal:
         y = y + jnp.sqrt(2.0 * tau * jnp.abs(params["beta"])) * jax.random.normal(key, x.shape, x.dtype)
@@ -338,5 +364,5 @@ def load_params(path) -> tuple[dict, SolverSpec]:
             if node.get(parent) is None:
                 node[parent] = {}
             node = node[parent]
-        node[leaf] = jnp.asarray(value) if leaf not in ("exponents", "centres", "width") else value
+        node[leaf] = jnp.asarray(value)
     return params, spec

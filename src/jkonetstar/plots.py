@@ -238,7 +238,9 @@ def figure3(
     the largest finite value of the figure; the mean over seeds is the marker and the min-max over
     seeds the error bar. Diverged runs sit on a separate "NaN" row. Bottom left: convergence ratio
     (see ``convergence_ratio``) against epochs, mean and +-1 std over potentials and seeds, starting at
-    (0, 1); a closed-form run (one evaluation) is held at its value to the last epoch. Bottom right:
+    (0, 1); a closed-form run (one evaluation) is held at its value to the last epoch. An EMD of exactly
+    0 (e.g. the flat potential learnt in closed form) is drawn hollow, a decade below the smallest
+    positive value. Bottom right:
     per-run mean time per epoch (compilation excluded), box plot over runs, log axis.
 
     Args:
@@ -273,6 +275,9 @@ def figure3(
     ax_conv = fig.add_subplot(grid[2, 0])
     ax_time = fig.add_subplot(grid[2, 1])
 
+    positive = summary["mean"][summary["mean"] > 0] / scale
+    zero_level = float(positive.min()) / 10 if len(positive) else 1e-6
+
     x_of = {p: i for i, p in enumerate(potentials)}
     width = 0.7
     offsets = {s: (i - (len(solvers) - 1) / 2) * width / max(len(solvers), 1) for i, s in enumerate(solvers)}
@@ -282,15 +287,21 @@ def figure3(
         x = np.array([x_of[p] for p in rows["potential"]]) + offsets[solver]
         mean = rows["mean"].to_numpy() / scale
         spread = np.vstack([mean - rows["min"].to_numpy() / scale, rows["max"].to_numpy() / scale - mean])
-        ax_emd.errorbar(x, mean, yerr=spread if np.any(spread > 0) else None, fmt=style["marker"],
-                        color=style["color"], ms=7, mec="black", mew=0.5, capsize=2, lw=1,
+        zero = mean <= 0
+        ax_emd.errorbar(x[~zero], mean[~zero], yerr=spread[:, ~zero] if np.any(spread > 0) else None,
+                        fmt=style["marker"], color=style["color"], ms=7, mec="black", mew=0.5, capsize=2, lw=1,
                         label=solver_label(solver))
+        ax_emd.scatter(x[zero], np.full(zero.sum(), zero_level), marker=style["marker"], s=45,
+                       facecolors="none", edgecolors=style["color"], linewidths=1.2)
         failed = runs[runs["diverged"] & (runs["solver"] == solver)].drop_duplicates(["potential"])
         ax_nan.scatter(np.array([x_of[p] for p in failed["potential"]]) + offsets[solver],
                        np.zeros(len(failed)), marker=style["marker"], color=style["color"], s=45,
                        edgecolors="black", linewidths=0.5)
     ax_emd.set_yscale("log")
     ax_emd.set_ylabel("final one-step EMD / largest")
+    if np.any(summary["mean"] <= 0):
+        ax_emd.text(0.005, 0.01, f"hollow: EMD exactly 0, drawn at {zero_level:.0e}", transform=ax_emd.transAxes,
+                    fontsize="small", color="0.3")
     ax_emd.set_xticks(range(len(potentials)))
     ax_emd.set_xticklabels([p.replace("_", " ") for p in potentials], rotation=30, ha="right")
     ax_emd.set_xlim(-0.6, len(potentials) - 0.4)

@@ -16,7 +16,7 @@ import optax
 from jkonetstar.io import load_npz, save_npz
 from jkonetstar.models import SolverSpec, fit_linear, init_params, jkonet_star_loss
 
-__all__ = ["TrainingData", "TrainState", "FitResult", "make_optimizer", "train_epoch", "fit"]
+__all__ = ["TrainingData", "TrainState", "FitResult", "make_optimizer", "minibatch_index", "train_epoch", "fit"]
 
 
 class TrainingData(NamedTuple):
@@ -68,22 +68,41 @@ def make_optimizer(learning_rate: float = 1e-3, clip_norm: float = 10.0) -> opta
     return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8))
 
 
+def minibatch_index(key: jax.Array, m: int, batch_size: int, groups: tuple[int, ...] | None = None):
+    """Returns row indices ``[n_batches, batch_size]`` of a shuffled epoch and the mask of real rows.
+
+    Rows are shuffled with ``key`` and cut into minibatches; a group's last minibatch is filled with
+    repeated rows marked invalid (they get zero weight), so shapes are static and every row counts once.
+    With ``groups`` (sizes of consecutive row blocks, e.g. one per target snapshot, summing to ``m``)
+    every minibatch holds rows of one group only, and the minibatch order is shuffled.
+    """
+    sizes = (m,) if groups is None else groups
+    key_order, *group_keys = jax.random.split(key, len(sizes) + 1)
+    index, valid, offset = [], [], 0
+    for size, group_key in zip(sizes, group_keys):
+        n_batches = -(-size // batch_size)
+        slots = jnp.arange(n_batches * batch_size)
+        order = jax.random.permutation(group_key, size) + offset
+        index.append(order[slots % size].reshape(n_batches, batch_size))
+        valid.append((slots < size).reshape(n_batches, batch_size))
+        offset += size
+    index, valid = jnp.concatenate(index), jnp.concatenate(valid)
+    if groups is not None:
+        shuffle = jax.random.permutation(key_order, len(index))
+        index, valid = index[shuffle], valid[shuffle]
+    return index, valid
+
+
 def train_epoch(state: TrainState, key: jax.Array, data: TrainingData, *, spec: SolverSpec,
                 optimizer: optax.GradientTransformation, batch_size: int, tau: float = 1.0,
-                interaction_average: str = "snapshot") -> tuple[TrainState, jax.Array]:
+                interaction_average: str = "snapshot",
+                groups: tuple[int, ...] | None = None) -> tuple[TrainState, jax.Array]:
     """Returns the state after one epoch and the epoch's summed minibatch loss.
 
-    Rows are shuffled with ``key`` and cut into ``ceil(m / batch_size)`` minibatches; the last one is
-    filled with repeated rows of zero weight, so shapes are static and every row counts exactly once.
-    One ``lax.scan`` runs the minibatch updates. Jit this with ``spec``, ``optimizer``, ``batch_size``
-    and ``interaction_average`` static.
+    Minibatches come from :func:`minibatch_index`; one ``lax.scan`` runs their updates. Jit this with
+    ``spec``, ``optimizer``, ``batch_size``, ``interaction_average`` and ``groups`` static.
     """
-    m = data.source.shape[0]
-    n_batches = -(-m // batch_size)
-    order = jax.random.permutation(key, m)
-    slots = jnp.arange(n_batches * batch_size)
-    index = order[slots % m].reshape(n_batches, batch_size)
-    valid = (slots < m).reshape(n_batches, batch_size)
+    index, valid = minibatch_index(key, data.source.shape[0], batch_size, groups)
 
     def step(state, inputs):
         rows, keep = inputs
@@ -153,12 +172,18 @@ def fit(
         say(f"{spec.name}: closed-form solve in {seconds:.2f} s, loss {loss:.4g}, W1 {w1:.4g}")
         return FitResult(params, history, status, 0.0)
 
+    groups = None
+    if spec.interaction and interaction_average == "snapshot":
+        # One target snapshot per minibatch: the interaction mean then runs over B particles of mu_{t+1}.
+        order = np.argsort(np.asarray(data.time), kind="stable")
+        data = jax.tree.map(lambda a: a[order], data)
+        groups = tuple(int(c) for c in np.unique(np.asarray(data.time), return_counts=True)[1])
     key_init, key_shuffle = jax.random.split(key)
     params = init_params(key_init, spec, data.source.shape[1], tuple(hidden))
     optimizer = make_optimizer(learning_rate, clip_norm)
     state = TrainState(params, optimizer.init(params))
     epoch_fn = jax.jit(functools.partial(train_epoch, spec=spec, optimizer=optimizer, batch_size=batch_size,
-                                         tau=tau, interaction_average=interaction_average))
+                                         tau=tau, interaction_average=interaction_average, groups=groups))
     start = time.perf_counter()
     compiled = epoch_fn.lower(state, jax.random.fold_in(key_shuffle, 0), data).compile()
     compile_seconds = time.perf_counter() - start

@@ -1,0 +1,488 @@
+"""The JKOnet baselines (Bunne et al. 2022): a potential learnt through an inner JKO solve (paper.md §3.4).
+
+JKOnet learns a potential ``V_phi`` (MLP [64, 64], softplus) so that one JKO step of ``V_phi`` maps the
+observed population at ``t`` onto the one at ``t + 1``. The JKO step from a population ``x`` is computed
+by an inner optimisation over a transport map ``T_theta`` started afresh each time:
+
+.. math::
+    \\theta^\\star(\\phi) \\approx \\arg\\min_\\theta\\; \\frac{1}{n}\\sum_i V_\\phi(T_\\theta(x_i))
+        + \\frac{1}{2\\tau}\\,\\frac{1}{n}\\sum_i \\|T_\\theta(x_i) - x_i\\|^2
+        \\;[+\\; \\lambda\\,\\mathcal{M}(T_\\theta)],
+
+run as ``inner_steps`` Adam steps. The outer loss is the entropic OT cost between the prediction
+``T_{theta*}(x_t)`` and the observed ``x_{t+1}``; its gradient in ``phi`` is taken by backpropagating
+through the unrolled inner Adam steps. Three variants, chosen by :class:`BaselineSpec` data:
+
+- ``jkonet``: ``T = grad psi`` with ``psi`` an input-convex network (:class:`ICNN`), so ``T`` is an OT map.
+- ``jkonet-vanilla``: ``T = grad psi`` with ``psi`` a plain softplus MLP (not convex).
+- ``jkonet-monge-gap``: vanilla plus ``lambda = 1`` times the Monge gap ``M`` of ``T`` on ``x`` (ott-jax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from ott.geometry import pointcloud
+from ott.solvers import linear
+
+from jkonetstar.io import load_npz, save_npz
+from jkonetstar.models import MLP
+from jkonetstar.training import FitResult, TrainState, make_optimizer
+
+__all__ = [
+    "BaselineSpec",
+    "BASELINES",
+    "get_baseline",
+    "ICNN",
+    "init_transport",
+    "transport_map",
+    "solve_jko_step",
+    "sinkhorn_cost",
+    "jkonet_loss",
+    "train_epoch_jkonet",
+    "fit_jkonet",
+    "predict_jkonet",
+    "potential_values",
+    "save_jkonet_params",
+    "load_jkonet_params",
+]
+
+TRANSPORTS = ("icnn", "mlp")
+STEPS = ("jko", "explicit")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineSpec:
+    """What a JKOnet baseline uses for the inner transport map.
+
+    Attributes:
+        name: the baseline's name in configs (``jkonet``, ``jkonet-vanilla``, ``jkonet-monge-gap``).
+        transport: ``"icnn"`` (``T = grad psi``, ``psi`` an :class:`ICNN`) or ``"mlp"`` (``T = grad psi``,
+            ``psi`` a softplus MLP [64, 64], as the upstream vanilla variant).
+        monge_gap: weight of the Monge-gap regulariser in the inner objective (0: none).
+    """
+
+    name: str
+    transport: str = "icnn"
+    monge_gap: float = 0.0
+
+
+BASELINES: dict[str, BaselineSpec] = {
+    spec.name: spec
+    for spec in (
+        BaselineSpec("jkonet", transport="icnn"),
+        BaselineSpec("jkonet-vanilla", transport="mlp"),
+        BaselineSpec("jkonet-monge-gap", transport="mlp", monge_gap=1.0),
+    )
+}
+"""The baselines by name (paper legend: JKOnet, JKOnet-vanilla; the Monge-gap variant is not in the figures)."""
+
+
+def get_baseline(name: str) -> BaselineSpec:
+    """Returns the spec of baseline ``name``; raises ValueError listing the known ones."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}: choose one of {list(BASELINES)}")
+    return BASELINES[name]
+
+
+class _PositiveDense(nn.Module):
+    """Linear map ``z -> z W`` with entrywise non-negative ``W = softplus(kernel)`` (no bias)."""
+
+    features: int
+    init_std: float = 0.1
+
+    @nn.compact
+    def __call__(self, z):
+        kernel = self.param("kernel", nn.initializers.normal(self.init_std), (z.shape[-1], self.features))
+        return z @ nn.softplus(kernel)
+
+
+class ICNN(nn.Module):
+    """Input-convex network ``psi: R^d -> R`` (Amos et al. 2017), whose gradient is a monotone map.
+
+    .. math::
+        z_1 = \\sigma(A_0 x + b_0)^2, \\quad z_{k+1} = \\sigma(W_k z_k + A_k x + b_k), \\quad
+        \\psi(x) = w^\\top z_K + a^\\top x,
+
+    with ``sigma`` the leaky ReLU (slope ``negative_slope``) and ``W_k, w = softplus(.)`` entrywise
+    non-negative. ``sigma(.)^2`` is convex and ``sigma`` convex and non-decreasing, so ``psi`` is convex
+    in ``x``. Every weight starts from ``N(0, init_std^2)``, biases from 0. The output has no bias: it
+    would not change ``grad psi``.
+
+    Attributes:
+        hidden: widths of the hidden layers.
+    """
+
+    hidden: tuple[int, ...] = (64, 64)
+    negative_slope: float = 0.01
+    init_std: float = 0.1
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.normal(self.init_std)
+        z = nn.leaky_relu(nn.Dense(self.hidden[0], kernel_init=init)(x), self.negative_slope) ** 2
+        for width in self.hidden[1:]:
+            z = nn.leaky_relu(_PositiveDense(width, self.init_std)(z) + nn.Dense(width, kernel_init=init)(x),
+                              self.negative_slope)
+        out = _PositiveDense(1, self.init_std)(z) + nn.Dense(1, kernel_init=init, use_bias=False)(x)
+        return out[..., 0]
+
+
+def _psi_module(transport: str, hidden: tuple[int, ...]) -> nn.Module:
+    if transport == "icnn":
+        return ICNN(tuple(hidden))
+    if transport == "mlp":
+        return MLP(tuple(hidden))
+    raise ValueError(f"unknown transport {transport!r}: choose one of {TRANSPORTS}")
+
+
+def init_transport(key: jax.Array, transport: str, dim: int, hidden: tuple[int, ...] = (64, 64)) -> dict:
+    """Returns fresh parameters of the inner map's potential ``psi`` (``"icnn"`` or ``"mlp"``) on ``R^dim``."""
+    return _psi_module(transport, hidden).init(key, jnp.zeros(dim))["params"]
+
+
+def transport_map(psi_params: dict, transport: str, x: jax.Array) -> jax.Array:
+    """Returns ``T(x) = grad psi(x)`` for points ``x`` ``[n, d]`` -> ``[n, d]``."""
+    hidden = _hidden_of(psi_params, transport)
+    module = _psi_module(transport, hidden)
+    return jax.grad(lambda points: jnp.sum(module.apply({"params": psi_params}, points)))(x)
+
+
+def _hidden_of(psi_params: dict, transport: str) -> tuple[int, ...]:
+    if transport == "mlp":
+        return tuple(psi_params[f"Dense_{i}"]["kernel"].shape[1] for i in range(len(psi_params) - 1))
+    return tuple(psi_params[f"Dense_{i}"]["kernel"].shape[1] for i in range(len(psi_params) // 2))
+
+
+def _inner_optimizer(learning_rate) -> optax.GradientTransformation:
+    # eps_root > 0 keeps d sqrt(nu)/d nu finite where a gradient entry is 0, since we differentiate
+    # through the optimiser (optax's advice for meta-learning); it does not change the forward steps.
+    return optax.adam(learning_rate, b1=0.5, b2=0.9, eps=1e-8, eps_root=1e-16)
+
+
+def solve_jko_step(
+    potential_fn: Callable[[jax.Array], jax.Array],
+    key: jax.Array,
+    x: jax.Array,
+    *,
+    transport: str = "icnn",
+    inner_steps: int = 100,
+    inner_learning_rate: float = 0.01,
+    tau: float = 1.0,
+    monge_gap: float = 0.0,
+    hidden: tuple[int, ...] = (64, 64),
+) -> tuple[jax.Array, jax.Array]:
+    """Returns ``(T(x) [n, d], objective [inner_steps])``: one JKO step of ``potential_fn`` from ``x``.
+
+    Minimises ``mean_i V(T(x_i)) + mean_i |T(x_i) - x_i|^2 / (2 tau) [+ monge_gap * M(T)]`` over the
+    parameters of ``T = grad psi`` by ``inner_steps`` Adam steps (lr ``inner_learning_rate``, b1 0.5,
+    b2 0.9, no clipping) from a fresh initialisation drawn with ``key``. The loop is a ``lax.scan``, so the
+    result is differentiable in whatever ``potential_fn`` closes over (unrolled backpropagation). ``M`` is
+    ott-jax's Monge gap ``mean_i c(x_i, T(x_i)) - W_{c,eps}(x, T(x))`` (squared Euclidean ``c``, ott's
+    default ``eps``). ``objective`` holds the objective before each step.
+
+    Args:
+        potential_fn: ``V``, maps points ``[n, d]`` to values ``[n]``.
+        key: PRNG key for the initialisation of ``psi``.
+        x: the population ``[n, d]``.
+        transport: ``"icnn"`` or ``"mlp"`` (see :class:`BaselineSpec`).
+    """
+    psi0 = init_transport(key, transport, x.shape[-1], hidden)
+    optimizer = _inner_optimizer(inner_learning_rate)
+
+    def objective(psi):
+        y = transport_map(psi, transport, x)
+        value = jnp.mean(potential_fn(y)) + jnp.mean(jnp.sum((y - x) ** 2, axis=-1)) / (2.0 * tau)
+        if monge_gap:
+            value = value + monge_gap * _monge_gap(x, y)
+        return value
+
+    def step(carry, _):
+        psi, opt_state = carry
+        value, grads = jax.value_and_grad(objective)(psi)
+        updates, opt_state = optimizer.update(grads, opt_state, psi)
+        return (optax.apply_updates(psi, updates), opt_state), value
+
+    (psi, _), values = jax.lax.scan(step, (psi0, optimizer.init(psi0)), length=inner_steps)
+    return transport_map(psi, transport, x), values
+
+
+def _monge_gap(x, y):
+    from ott.neural.methods.monge_gap import monge_gap_from_samples  # imports diffrax; only when used
+
+    return monge_gap_from_samples(x, y)
+
+
+def sinkhorn_cost(x: jax.Array, y: jax.Array, epsilon: float = 1.0, threshold: float = 1e-3) -> jax.Array:
+    """Returns the entropic OT cost between the uniform clouds ``x`` ``[n, d]`` and ``y`` ``[m, d]``.
+
+    .. math::
+        \\mathrm{OT}_\\varepsilon = \\min_{P \\in U(a, b)} \\langle P, C\\rangle
+            + \\varepsilon\\,\\mathrm{KL}(P \\,\\|\\, a b^\\top), \\qquad C_{ij} = \\|x_i - y_j\\|^2,
+
+    ott-jax's ``reg_ot_cost`` (squared Euclidean cost, not halved; KL term included), solved by Sinkhorn
+    in log space until the marginal error is below ``threshold``. Its gradient in ``x`` follows from
+    Danskin's theorem (potentials held fixed). POT's ``ot.sinkhorn2`` returns only ``<P, C>``.
+    """
+    geom = pointcloud.PointCloud(x, y, epsilon=epsilon)
+    return linear.solve(geom, threshold=threshold).reg_ot_cost
+
+
+def jkonet_loss(
+    potential_params: dict,
+    key: jax.Array,
+    x0: jax.Array,
+    x1: jax.Array,
+    *,
+    spec: BaselineSpec,
+    inner_steps: int = 100,
+    inner_learning_rate: float = 0.01,
+    epsilon: float = 1.0,
+    tau: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
+    """Returns ``(OT_eps(T(x0), x1), T(x0))``: the outer JKOnet loss of one transition and the prediction.
+
+    ``T`` is the inner JKO step of ``V = potential_params`` from ``x0`` ``[n, d]`` (:func:`solve_jko_step`)
+    and ``x1`` ``[m, d]`` the observed next population; see :func:`sinkhorn_cost` for ``OT_eps``.
+    """
+    potential_fn = functools.partial(_potential_apply, potential_params)
+    prediction, _ = solve_jko_step(potential_fn, key, x0, transport=spec.transport, inner_steps=inner_steps,
+                                   inner_learning_rate=inner_learning_rate, tau=tau, monge_gap=spec.monge_gap)
+    return sinkhorn_cost(prediction, x1, epsilon), prediction
+
+
+def _potential_apply(potential_params, points):
+    hidden = tuple(potential_params[f"Dense_{i}"]["kernel"].shape[1] for i in range(len(potential_params) - 1))
+    return MLP(hidden).apply({"params": potential_params}, points)
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
+def train_epoch_jkonet(
+    state: TrainState,
+    key: jax.Array,
+    snapshots: jax.Array,
+    *,
+    spec: BaselineSpec,
+    optimizer: optax.GradientTransformation,
+    batch_size: int,
+    inner_steps: int = 100,
+    inner_learning_rate: float = 0.01,
+    epsilon: float = 1.0,
+    tau: float = 1.0,
+) -> tuple[TrainState, jax.Array, jax.Array]:
+    """Returns ``(state, loss, finite)`` after one epoch over the trajectories ``snapshots`` ``[T+1, n, d]``.
+
+    Trajectories are shuffled with ``key`` and cut into ``ceil(n / batch_size)`` minibatches (the last one
+    wraps around to the first shuffled trajectories, so shapes are static). For each minibatch a
+    ``lax.scan`` over ``t = 0..T-1`` takes one Adam step of ``V`` on :func:`jkonet_loss` between the
+    current population and the observed ``x_{t+1}``, then feeds the prediction in as the next population
+    (no teacher forcing). ``loss`` is the sum over minibatches and time steps; ``finite`` says whether
+    every loss and every parameter stayed finite. The parameters returned are those after the epoch,
+    whatever ``finite`` says. Jit with ``spec``, ``optimizer``, ``batch_size`` and ``inner_steps`` static.
+    """
+    n = snapshots.shape[1]
+    n_batches = -(-n // batch_size)
+    key_shuffle, key_inner = jax.random.split(key)
+    order = jax.random.permutation(key_shuffle, n)
+    index = order[jnp.arange(n_batches * batch_size) % n].reshape(n_batches, batch_size)
+    grad_fn = jax.value_and_grad(
+        functools.partial(jkonet_loss, spec=spec, inner_steps=inner_steps, inner_learning_rate=inner_learning_rate,
+                          epsilon=epsilon, tau=tau),
+        has_aux=True,
+    )
+
+    def time_step(carry, inputs):
+        state, x0 = carry
+        x1, step_key = inputs
+        (loss, prediction), grads = grad_fn(state.params["potential"], step_key, x0, x1)
+        updates, opt_state = optimizer.update({"potential": grads}, state.opt_state, state.params)
+        state = TrainState(optax.apply_updates(state.params, updates), opt_state)
+        return (state, jax.lax.stop_gradient(prediction)), loss
+
+    def batch_step(carry, inputs):
+        state, finite = carry
+        rows, batch_key = inputs
+        batch = snapshots[:, rows]
+        step_keys = jax.random.split(batch_key, snapshots.shape[0] - 1)
+        (state, _), losses = jax.lax.scan(time_step, (state, batch[0]), (batch[1:], step_keys))
+        finite = finite & jnp.all(jnp.isfinite(losses))
+        return (state, finite), jnp.sum(losses)
+
+    (state, finite), losses = jax.lax.scan(
+        batch_step, (state, jnp.array(True)), (index, jax.random.split(key_inner, n_batches))
+    )
+    return state, jnp.sum(losses), finite & _all_finite(state.params)
+
+
+def _check_fit_args(spec, snapshots, **settings) -> None:
+    if snapshots.ndim != 3 or snapshots.shape[0] < 2:
+        raise ValueError(f"snapshots must have shape [T+1 >= 2, n, d], got {snapshots.shape}")
+    if not np.all(np.isfinite(snapshots)):
+        raise ValueError("snapshots contain non-finite values")
+    for name in ("epochs", "batch_size", "eval_every", "inner_steps"):
+        value = settings[name]
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("learning_rate", "inner_learning_rate", "epsilon", "tau", "clip_norm"):
+        if not settings[name] > 0:
+            raise ValueError(f"{name} must be > 0, got {settings[name]!r}")
+
+
+def fit_jkonet(
+    key: jax.Array,
+    variant: str,
+    snapshots,
+    *,
+    epochs: int = 1000,
+    batch_size: int = 250,
+    learning_rate: float = 1e-3,
+    clip_norm: float = 10.0,
+    inner_steps: int = 100,
+    inner_learning_rate: float = 0.01,
+    epsilon: float = 1.0,
+    tau: float = 1.0,
+    hidden: tuple[int, ...] = (64, 64),
+    eval_every: int = 100,
+    evaluate: Callable[[dict], float] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Trains baseline ``variant`` on train trajectories and returns a :class:`jkonetstar.training.FitResult`.
+
+    Runs ``epochs`` jitted epochs of :func:`train_epoch_jkonet` (compiled once ahead of the first epoch;
+    compile time reported apart), calling ``evaluate(params)`` every ``eval_every`` epochs and after the
+    last. A non-finite loss or parameter stops training: the run is ``"diverged"`` and keeps the last
+    finite parameters. History columns: ``epoch, loss, seconds, w1, eval_seconds``.
+
+    Args:
+        key: PRNG key; split into initialisation and per-epoch shuffling / inner-initialisation keys.
+        variant: ``"jkonet"``, ``"jkonet-vanilla"`` or ``"jkonet-monge-gap"``.
+        snapshots: train trajectories ``[T+1, n, d]`` (particle ``i`` of every snapshot is one trajectory).
+        learning_rate, clip_norm: Adam and global-norm clipping of ``V`` (one update per time step).
+        inner_steps, inner_learning_rate, tau: the inner JKO solve (:func:`solve_jko_step`).
+        epsilon: entropic regularisation of the outer Sinkhorn loss.
+        hidden: widths of the potential MLP.
+        evaluate: returns the one-step-ahead W1 of ``params`` (history column ``w1``).
+        progress: receives one line per evaluation, for logs.
+    """
+    spec = get_baseline(variant)
+    snapshots = np.asarray(snapshots, dtype=np.float32)
+    _check_fit_args(spec, snapshots, epochs=epochs, batch_size=batch_size, eval_every=eval_every,
+                    inner_steps=inner_steps, learning_rate=learning_rate, inner_learning_rate=inner_learning_rate,
+                    epsilon=epsilon, tau=tau, clip_norm=clip_norm)
+    evaluate = evaluate or (lambda params: math.nan)
+    say = progress or (lambda line: None)
+    snapshots = jnp.asarray(snapshots)
+
+    key_init, key_epochs = jax.random.split(key)
+    params = {"potential": MLP(tuple(hidden)).init(key_init, jnp.zeros(snapshots.shape[-1]))["params"]}
+    optimizer = make_optimizer(learning_rate, clip_norm)
+    state = TrainState(params, optimizer.init(params))
+    epoch_fn = jax.jit(functools.partial(
+        train_epoch_jkonet, spec=spec, optimizer=optimizer, batch_size=min(batch_size, snapshots.shape[1]),
+        inner_steps=inner_steps, inner_learning_rate=inner_learning_rate, epsilon=epsilon, tau=tau))
+    start = time.perf_counter()
+    compiled = epoch_fn.lower(state, jax.random.fold_in(key_epochs, 0), snapshots).compile()
+    compile_seconds = time.perf_counter() - start
+
+    history: list[dict] = []
+    status = "ok"
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        new_state, loss, finite = compiled(state, jax.random.fold_in(key_epochs, epoch), snapshots)
+        loss, finite = float(loss), bool(finite)
+        seconds = time.perf_counter() - start
+        row = dict(epoch=epoch, loss=loss, seconds=seconds, w1=math.nan, eval_seconds=math.nan)
+        history.append(row)
+        if not (finite and np.isfinite(loss)):
+            status = "diverged"
+            say(f"{variant}: epoch {epoch}: loss {loss} or parameters not finite; run recorded as diverged")
+            break
+        state = new_state
+        if epoch % eval_every == 0 or epoch == epochs:
+            start = time.perf_counter()
+            row["w1"] = float(evaluate(state.params))
+            row["eval_seconds"] = time.perf_counter() - start
+            say(f"{variant}: epoch {epoch}/{epochs} loss {loss:.4g} W1 {row['w1']:.4g} ({seconds:.2f} s/epoch)")
+    return FitResult(state.params, history, status, compile_seconds)
+
+
+@functools.partial(jax.jit, static_argnames=("transport", "monge_gap", "inner_steps"))
+def _predict_jko(potential_params, key, x, inner_learning_rate, tau, *, transport, monge_gap, inner_steps):
+    prediction, _ = solve_jko_step(functools.partial(_potential_apply, potential_params), key, x,
+                                   transport=transport, inner_steps=inner_steps,
+                                   inner_learning_rate=inner_learning_rate, tau=tau, monge_gap=monge_gap)
+    return prediction
+
+
+@jax.jit
+def _predict_explicit(potential_params, x, tau):
+    return x - tau * jax.grad(lambda points: jnp.sum(_potential_apply(potential_params, points)))(x)
+
+
+def predict_jkonet(
+    params: dict,
+    variant: str,
+    key: jax.Array,
+    x,
+    *,
+    inner_steps: int = 100,
+    inner_learning_rate: float = 0.01,
+    tau: float = 1.0,
+    step: str = "jko",
+) -> jax.Array:
+    """Returns the population ``[n, d]`` one step of the learnt dynamics after ``x`` ``[n, d]``.
+
+    ``step="jko"``: the model's own step, the inner JKO solve of the learnt ``V`` from ``x`` with a fresh
+    map drawn from ``key`` (what training fits). ``step="explicit"``: ``x - tau grad V(x)``, the step the
+    upstream evaluation applies to every model, JKOnet included (paper.md §1.0); ``key`` is unused.
+    """
+    spec = get_baseline(variant)
+    x = jnp.asarray(x, jnp.float32)
+    if step == "jko":
+        return _predict_jko(params["potential"], key, x, inner_learning_rate, tau, transport=spec.transport,
+                            monge_gap=spec.monge_gap, inner_steps=inner_steps)
+    if step == "explicit":
+        return _predict_explicit(params["potential"], x, tau)
+    raise ValueError(f"unknown step {step!r}: choose one of {STEPS}")
+
+
+def potential_values(params: dict, x) -> jax.Array:
+    """Returns the learnt potential ``V(x)`` at points ``x`` ``[n, d]`` -> ``[n]`` (for level curves)."""
+    return _potential_apply(params["potential"], jnp.asarray(x))
+
+
+def save_jkonet_params(path, params: dict, variant: str) -> None:
+    """Saves the potential of baseline ``variant`` to an .npz (keys ``potential/<layer>/<array>``), no pickle."""
+    get_baseline(variant)
+    flat = {f"potential/{layer}/{name}": np.asarray(value)
+            for layer, arrays in params["potential"].items() for name, value in arrays.items()}
+    save_npz(path, solver=np.asarray(variant), **flat)
+
+
+def load_jkonet_params(path) -> tuple[dict, str]:
+    """Returns ``(params, variant)`` saved by :func:`save_jkonet_params`; raises ValueError naming a bad file."""
+    arrays = load_npz(path, required=("solver",))
+    variant = str(arrays.pop("solver"))
+    if variant not in BASELINES:
+        raise ValueError(f"{path}: unknown baseline {variant!r}: choose one of {list(BASELINES)}")
+    potential: dict = {}
+    for name, value in arrays.items():
+        parts = name.split("/")
+        if len(parts) != 3 or parts[0] != "potential":
+            raise ValueError(f"{path}: unexpected array {name!r} (expected potential/<layer>/<array>)")
+        potential.setdefault(parts[1], {})[parts[2]] = jnp.asarray(value)
+    if not potential:
+        raise ValueError(f"{path}: no potential arrays")
+    return {"potential": potential}, variant

@@ -1,0 +1,134 @@
+"""The pipeline's stages as functions of arrays and settings: what the workflow scripts and the CLI run.
+
+simulate_population -> prepare_training_data (split, couplings, densities) -> train -> evaluate.
+Each stage takes plain settings (the config's slice for that stage) and an explicit seed, so the
+Snakemake adapters in ``workflow/scripts`` and ``python -m jkonetstar`` share one implementation.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jkonetstar import couplings as couplings_lib
+from jkonetstar import density, metrics, models, training
+from jkonetstar.simulate import simulate, to_population
+from jkonetstar.split import split
+
+__all__ = [
+    "simulate_population",
+    "Prepared",
+    "prepare_training_data",
+    "make_predictor",
+    "train",
+    "evaluate",
+]
+
+
+def simulate_population(seed: int, *, potential: str, interaction: str = "none", beta: float = 0.0,
+                        n_particles: int, dim: int, n_steps: int = 5, dt: float = 0.01) -> dict[str, np.ndarray]:
+    """Returns the synthetic population ``{"x", "t", "particle"}`` of :func:`jkonetstar.simulate.simulate`."""
+    snapshots = simulate(jax.random.key(seed), potential=potential, interaction=interaction, beta=beta,
+                         n_particles=n_particles, dim=dim, n_steps=n_steps, dt=dt)
+    x, t, particle = to_population(snapshots)
+    return {"x": x.astype(np.float32), "t": t, "particle": particle}
+
+
+class Prepared(NamedTuple):
+    """Training couplings with densities, the held-out test population, the mixtures and a summary."""
+
+    train: training.TrainingData
+    x_test: np.ndarray
+    t_test: np.ndarray
+    x_train: np.ndarray
+    t_train: np.ndarray
+    mixtures: dict
+    summary: dict
+
+
+def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.5, split_by: str = "trajectory",
+                          pairing: str = "paired", method: str = "exact", epsilon: float | None = None,
+                          block_size: int | None = 1000, n_components: int = 10, min_det: float = 0.0,
+                          floor: float = 1e-5) -> Prepared:
+    """Splits ``population``, couples consecutive training snapshots and evaluates densities at the targets.
+
+    Args:
+        population: ``{"x" [n, d], "t" [n], optional "particle" [n]}``.
+        seed: seeds the split, the unpaired shuffles and the mixtures.
+        Others: see :func:`jkonetstar.split.split`, :func:`jkonetstar.couplings.couple` and
+            :func:`jkonetstar.density.fit_per_snapshot`.
+    """
+    rng_split, rng_pairing = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    (x_train, t_train), (x_test, t_test) = split(rng_split, population["x"], population["t"],
+                                                 population.get("particle"), test_ratio=test_ratio, by=split_by)
+    pairs, seconds = couplings_lib.couple(x_train, t_train, method=method, epsilon=epsilon, block_size=block_size,
+                                          pairing=pairing, rng=rng_pairing)
+    mixtures = density.fit_per_snapshot(x_train, t_train, n_components=n_components, seed=seed, min_det=min_det)
+    rho, grad_rho = density.log_density_gradient_at_targets(mixtures, pairs, floor=floor)
+    data = training.TrainingData(
+        source=np.asarray(pairs.source, np.float32), target=np.asarray(pairs.target, np.float32),
+        time=np.asarray(pairs.time, np.int32), weight=np.asarray(pairs.weight, np.float32),
+        rho=rho, grad_rho=grad_rho,
+    )
+    labels, counts = np.unique(pairs.time, return_counts=True)
+    summary = {
+        "n_train": int(len(x_train)),
+        "n_test": int(len(x_test)),
+        "pairs_per_target_snapshot": {str(k): int(c) for k, c in zip(labels, counts)},
+        "seconds_per_snapshot_pair": [float(s) for s in seconds],
+        "components_per_snapshot": {str(k): int(len(g.weights)) for k, g in mixtures.items()},
+    }
+    return Prepared(data, np.asarray(x_test, np.float32), np.asarray(t_test, np.int32),
+                    np.asarray(x_train, np.float32), np.asarray(t_train, np.int32), mixtures, summary)
+
+
+_predict_jit = jax.jit(models.predict, static_argnames=("spec", "tau"))
+
+
+def make_predictor(params: dict, spec: models.SolverSpec, *, tau: float = 1.0) -> Callable:
+    """Returns ``predict(key, x, t_target) -> [n, d]``, one jitted step of the learnt dynamics."""
+    return functools.partial(_predict_one, params, spec, tau)
+
+
+def _predict_one(params, spec, tau, key, x, t_target):
+    return np.asarray(_predict_jit(params, spec, key, np.asarray(x, np.float32), int(t_target), tau=tau))
+
+
+def evaluate(params: dict, spec: models.SolverSpec, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
+             tau: float = 1.0, cumulative: bool = False) -> dict:
+    """Returns the one-step-ahead W1 per transition (and its mean and std), plus the cumulative W1 if asked.
+
+    Each observed test snapshot is moved one step by the learnt dynamics and compared (exact W1,
+    Euclidean cost) with the observed next one; ``cumulative`` rolls out from the first snapshot.
+    """
+    predict = make_predictor(params, spec, tau=tau)
+    key = jax.random.fold_in(jax.random.key(seed), 1)
+    one_step = metrics.one_step_w1(predict, x_test, t_test, key)
+    result = {
+        "w1_per_step": one_step.tolist(),
+        "w1_mean": float(np.mean(one_step)),
+        "w1_std": float(np.std(one_step)),
+    }
+    if cumulative:
+        rollout = metrics.cumulative_w1(predict, x_test, t_test, key)
+        result.update(cumulative_w1_per_step=rollout.tolist(), cumulative_w1_mean=float(np.mean(rollout)))
+    return result
+
+
+def train(spec: models.SolverSpec, data: training.TrainingData, x_test: np.ndarray, t_test: np.ndarray, seed: int,
+          *, progress: Callable[[str], None] | None = None, **settings) -> training.FitResult:
+    """Fits ``spec`` with :func:`jkonetstar.training.fit`, evaluating the mean one-step W1 on the test split.
+
+    ``settings`` are :func:`jkonetstar.training.fit`'s keyword arguments (epochs, learning_rate, ...).
+    """
+    tau = settings.get("tau", 1.0)
+
+    def mean_w1(params):
+        return evaluate(params, spec, x_test, t_test, seed, tau=tau)["w1_mean"]
+
+    key = jax.random.fold_in(jax.random.key(seed), 0)
+    return training.fit(key, spec, data, evaluate=mean_w1, progress=progress, **settings)
