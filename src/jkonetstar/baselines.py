@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from ott.geometry import pointcloud
 from ott.solvers import linear
 
@@ -151,26 +152,151 @@ def init_transport(key: jax.Array, transport: str, dim: int, hidden: tuple[int, 
 
 
 def transport_map(psi_params: dict, transport: str, x: jax.Array) -> jax.Array:
-    """Returns ``T(x) = grad psi(x)`` for points ``x`` ``[n, d]`` -> ``[n, d]``."""
-    hidden = _hidden_of(psi_params, transport)
-    module = _psi_module(transport, hidden)
-    return jax.grad(lambda points: jnp.sum(module.apply({"params": psi_params}, points)))(x)
+    """Returns ``T(x) = grad psi(x)`` for points ``x`` ``[n, d]`` -> ``[n, d]`` (closed form, equal to autodiff)."""
+    return _map_and_pullback(psi_params, transport, x)[0]
 
 
-def _hidden_of(psi_params: dict, transport: str) -> tuple[int, ...]:
+def _map_and_pullback(psi_params, transport, x):
+    if transport == "icnn":
+        return _icnn_map_and_pullback(psi_params, x)
     if transport == "mlp":
-        return tuple(psi_params[f"Dense_{i}"]["kernel"].shape[1] for i in range(len(psi_params) - 1))
-    return tuple(psi_params[f"Dense_{i}"]["kernel"].shape[1] for i in range(len(psi_params) // 2))
+        return _mlp_map_and_pullback(psi_params, x)
+    raise ValueError(f"unknown transport {transport!r}: choose one of {TRANSPORTS}")
+
+
+# The inner loop needs T = grad psi and the pullback r -> d<r, T>/d theta at every step, and the outer loss
+# differentiates through both once more. Written out by hand they form a graph one autodiff order lower,
+# and much smaller, than jax.grad of jax.grad (column sums are dots with a ones vector, softplus and sigmoid
+# share one exp); tests check them against autodiff.
+
+
+def _column_sum(a):
+    return jnp.ones(a.shape[0], a.dtype) @ a
+
+
+def _softplus_and_sigmoid(pre):
+    """``(log(1 + e^pre), 1 / (1 + e^-pre))`` from one ``exp(-|pre|)``."""
+    e = jnp.exp(-jnp.abs(pre))
+    return jnp.maximum(pre, 0.0) + jnp.log1p(e), jnp.where(pre >= 0, 1.0, e) / (1.0 + e)
+
+
+def _icnn_map_and_pullback(params, x, negative_slope=0.01):
+    """``T = grad psi`` of an :class:`ICNN` and the pullback ``r [n, d] -> d sum(r * T) / d params``.
+
+    With ``D_k = sigma'(pre_k)`` (piecewise constant), ``s = sigma(pre_0)``, ``g_K = w`` and
+    ``u_k = g_{k+1} * D_k``, ``g_k = u_k W_k^T`` (``k >= 1``), ``u_0 = 2 g_1 * s * D_0``:
+    ``T = a + sum_k u_k A_k^T``, multilinear in the weights except through ``s``.
+    """
+    n_hidden = len(params) // 2
+    kernel = lambda k: params[f"Dense_{k}"]["kernel"]  # noqa: E731  A_k [d, h_k]
+    raw = [params[f"_PositiveDense_{k}"]["kernel"] for k in range(n_hidden)]
+    positive, positive_slope = zip(*(_softplus_and_sigmoid(w) for w in raw))  # W_1 .. W_{K-1}, w
+    pre = x @ kernel(0) + params["Dense_0"]["bias"]
+    slopes = [jnp.where(pre >= 0, 1.0, negative_slope)]
+    s = pre * slopes[0]
+    z = s * s
+    for k in range(1, n_hidden):
+        pre = z @ positive[k - 1] + x @ kernel(k) + params[f"Dense_{k}"]["bias"]
+        slopes.append(jnp.where(pre >= 0, 1.0, negative_slope))
+        z = pre * slopes[k]
+    u = [None] * n_hidden
+    g = positive[-1][:, 0] * (slopes[-1] if n_hidden > 1 else jnp.ones_like(s))  # u_{K-1}, or g_1 if K = 1
+    for k in range(n_hidden - 1, 0, -1):
+        u[k] = g
+        g = (u[k] @ positive[k - 1].T) * (slopes[k - 1] if k > 1 else 1.0)
+    g1 = g  # g_1, cotangent of z_1
+    q = 2.0 * s * slopes[0]
+    u[0] = g1 * q
+    out = kernel(n_hidden)[:, 0] + sum(u[k] @ kernel(k).T for k in range(n_hidden))
+
+    def pullback(r):
+        grads = {f"Dense_{k}": {"kernel": r.T @ u[k]} for k in range(n_hidden)}
+        grads[f"Dense_{n_hidden}"] = {"kernel": _column_sum(r)[:, None]}
+        c_u0 = r @ kernel(0)
+        c_pre0 = 2.0 * c_u0 * g1 * slopes[0] * slopes[0]
+        grads["Dense_0"]["kernel"] = grads["Dense_0"]["kernel"] + x.T @ c_pre0
+        grads["Dense_0"]["bias"] = _column_sum(c_pre0)
+        c_g = c_u0 * q  # cotangent of g_1
+        for k in range(1, n_hidden):
+            grads[f"_PositiveDense_{k - 1}"] = {"kernel": (c_g.T @ u[k]) * positive_slope[k - 1]}
+            grads[f"Dense_{k}"]["bias"] = jnp.zeros_like(params[f"Dense_{k}"]["bias"])
+            c_g = (r @ kernel(k) + c_g @ positive[k - 1]) * slopes[k]  # cotangent of g_{k+1}
+        grads[f"_PositiveDense_{n_hidden - 1}"] = {"kernel": _column_sum(c_g)[:, None] * positive_slope[-1]}
+        return grads
+
+    return out, pullback
+
+
+def _mlp_forward(params, x):
+    """Pre-activations, softplus outputs (``h[0] = x``) and sigmoids of a softplus MLP's hidden layers."""
+    n_hidden = len(params) - 1
+    h, pre, sig = [x], [], []
+    for k in range(n_hidden):
+        pre.append(h[k] @ params[f"Dense_{k}"]["kernel"] + params[f"Dense_{k}"]["bias"])
+        softplus, sigmoid = _softplus_and_sigmoid(pre[k])
+        h.append(softplus)
+        sig.append(sigmoid)
+    return h, pre, sig
+
+
+def _mlp_value_and_gradient(params, x):
+    """``(psi(x) [n], grad psi(x) [n, d])`` of a :class:`jkonetstar.models.MLP` (softplus), by hand."""
+    n_hidden = len(params) - 1
+    h, _, sig = _mlp_forward(params, x)
+    last = params[f"Dense_{n_hidden}"]
+    value = h[-1] @ last["kernel"][:, 0] + last["bias"][0]
+    g = last["kernel"][:, 0] * sig[-1]
+    for k in range(n_hidden - 1, 0, -1):
+        g = (g @ params[f"Dense_{k}"]["kernel"].T) * sig[k - 1]
+    return value, g @ params["Dense_0"]["kernel"].T
+
+
+def _mlp_map_and_pullback(params, x):
+    """``T = grad psi`` of a softplus MLP and the pullback ``r [n, d] -> d sum(r * T) / d params``.
+
+    ``T = g_0`` with ``g_K = w``, ``u_k = g_{k+1} * S_k``, ``g_k = u_k W_k^T``, ``S_k = sigmoid(pre_k)``;
+    the pullback sweeps up the ``g`` chain, then down the forward chain through ``S_k' = S_k (1 - S_k)``.
+    """
+    n_hidden = len(params) - 1
+    kernel = lambda k: params[f"Dense_{k}"]["kernel"]  # noqa: E731
+    h, _, sig = _mlp_forward(params, x)
+    g = [None] * (n_hidden + 1)
+    u = [None] * n_hidden
+    g[n_hidden] = kernel(n_hidden)[:, 0]
+    for k in range(n_hidden - 1, -1, -1):
+        u[k] = g[k + 1] * sig[k]
+        g[k] = u[k] @ kernel(k).T
+
+    def pullback(r):
+        grads = {}
+        c_g, c_pre_s = r, [None] * n_hidden
+        d_kernel = [None] * n_hidden
+        for k in range(n_hidden):  # up the g chain: g_k = u_k W_k^T, u_k = g_{k+1} * S_k
+            d_kernel[k] = c_g.T @ u[k]
+            c_u = c_g @ kernel(k)
+            c_pre_s[k] = c_u * g[k + 1] * sig[k] * (1.0 - sig[k])
+            c_g = c_u * sig[k]
+        grads[f"Dense_{n_hidden}"] = {"kernel": _column_sum(c_g)[:, None],
+                                      "bias": jnp.zeros_like(params[f"Dense_{n_hidden}"]["bias"])}
+        c_pre = c_pre_s[n_hidden - 1]
+        for k in range(n_hidden - 1, -1, -1):  # down the forward chain: pre_k = h_k W_k + b_k
+            grads[f"Dense_{k}"] = {"kernel": d_kernel[k] + h[k].T @ c_pre, "bias": _column_sum(c_pre)}
+            if k > 0:
+                c_pre = c_pre_s[k - 1] + (c_pre @ kernel(k).T) * sig[k - 1]
+        return grads
+
+    return g[0], pullback
 
 
 def _inner_optimizer(learning_rate) -> optax.GradientTransformation:
-    # eps_root > 0 keeps d sqrt(nu)/d nu finite where a gradient entry is 0, since we differentiate
-    # through the optimiser (optax's advice for meta-learning); it does not change the forward steps.
+    # eps_root > 0 keeps d sqrt(nu)/d nu finite where a gradient entry is 0 (e.g. the hidden biases of the
+    # ICNN, which T does not depend on), since we differentiate through the optimiser (optax's advice for
+    # meta-learning); it moves the denominator by at most 1e-8, the size of eps.
     return optax.adam(learning_rate, b1=0.5, b2=0.9, eps=1e-8, eps_root=1e-16)
 
 
 def solve_jko_step(
-    potential_fn: Callable[[jax.Array], jax.Array],
+    potential: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     key: jax.Array,
     x: jax.Array,
     *,
@@ -181,39 +307,45 @@ def solve_jko_step(
     monge_gap: float = 0.0,
     hidden: tuple[int, ...] = (64, 64),
 ) -> tuple[jax.Array, jax.Array]:
-    """Returns ``(T(x) [n, d], objective [inner_steps])``: one JKO step of ``potential_fn`` from ``x``.
+    """Returns ``(T(x) [n, d], objective [inner_steps])``: one JKO step of a potential from ``x``.
 
-    Minimises ``mean_i V(T(x_i)) + mean_i |T(x_i) - x_i|^2 / (2 tau) [+ monge_gap * M(T)]`` over the
+    Minimises ``J(T) = mean_i V(T(x_i)) + mean_i |T(x_i) - x_i|^2 / (2 tau) [+ monge_gap * M(T)]`` over the
     parameters of ``T = grad psi`` by ``inner_steps`` Adam steps (lr ``inner_learning_rate``, b1 0.5,
-    b2 0.9, no clipping) from a fresh initialisation drawn with ``key``. The loop is a ``lax.scan``, so the
-    result is differentiable in whatever ``potential_fn`` closes over (unrolled backpropagation). ``M`` is
-    ott-jax's Monge gap ``mean_i c(x_i, T(x_i)) - W_{c,eps}(x, T(x))`` (squared Euclidean ``c``, ott's
-    default ``eps``). ``objective`` holds the objective before each step.
+    b2 0.9, no clipping) from a fresh initialisation drawn with ``key``. The parameter gradient is the
+    pullback of ``dJ/dT = (grad V(T) + (T - x) / tau) / n`` through the map. The loop is a ``lax.scan``
+    whose steps are rematerialised, so the result can be differentiated in whatever ``potential`` closes
+    over by backpropagating through the unrolled steps at the memory cost of one step. ``M`` is
+    ott-jax's Monge gap ``mean_i |x_i - T(x_i)|^2 - OT_eps(x, T(x))`` (squared Euclidean, ott's default
+    eps). ``objective`` holds ``J`` before each step.
 
     Args:
-        potential_fn: ``V``, maps points ``[n, d]`` to values ``[n]``.
+        potential: maps points ``y`` ``[n, d]`` to ``(V(y) [n], grad V(y) [n, d])``.
         key: PRNG key for the initialisation of ``psi``.
         x: the population ``[n, d]``.
         transport: ``"icnn"`` or ``"mlp"`` (see :class:`BaselineSpec`).
+        hidden: widths of ``psi``'s hidden layers.
     """
-    psi0 = init_transport(key, transport, x.shape[-1], hidden)
+    flat0, unravel = ravel_pytree(init_transport(key, transport, x.shape[-1], hidden))
     optimizer = _inner_optimizer(inner_learning_rate)
+    n = x.shape[0]
 
-    def objective(psi):
-        y = transport_map(psi, transport, x)
-        value = jnp.mean(potential_fn(y)) + jnp.mean(jnp.sum((y - x) ** 2, axis=-1)) / (2.0 * tau)
-        if monge_gap:
-            value = value + monge_gap * _monge_gap(x, y)
-        return value
-
+    @jax.checkpoint
     def step(carry, _):
-        psi, opt_state = carry
-        value, grads = jax.value_and_grad(objective)(psi)
-        updates, opt_state = optimizer.update(grads, opt_state, psi)
-        return (optax.apply_updates(psi, updates), opt_state), value
+        flat, opt_state = carry  # one flat parameter vector: Adam runs as a few ops, not a few per layer
+        y, pullback = _map_and_pullback(unravel(flat), transport, x)
+        values, grad_v = potential(y)
+        objective = jnp.mean(values) + jnp.mean(jnp.sum((y - x) ** 2, axis=-1)) / (2.0 * tau)
+        cotangent = (grad_v + (y - x) / tau) / n
+        if monge_gap:
+            gap, grad_gap = jax.value_and_grad(functools.partial(_monge_gap, x))(y)
+            objective = objective + monge_gap * gap
+            cotangent = cotangent + monge_gap * grad_gap
+        grads = ravel_pytree(pullback(cotangent))[0]
+        updates, opt_state = optimizer.update(grads, opt_state, flat)
+        return (flat + updates, opt_state), objective
 
-    (psi, _), values = jax.lax.scan(step, (psi0, optimizer.init(psi0)), length=inner_steps)
-    return transport_map(psi, transport, x), values
+    (flat, _), objectives = jax.lax.scan(step, (flat0, optimizer.init(flat0)), length=inner_steps)
+    return transport_map(unravel(flat), transport, x), objectives
 
 
 def _monge_gap(x, y):
@@ -254,15 +386,9 @@ def jkonet_loss(
     ``T`` is the inner JKO step of ``V = potential_params`` from ``x0`` ``[n, d]`` (:func:`solve_jko_step`)
     and ``x1`` ``[m, d]`` the observed next population; see :func:`sinkhorn_cost` for ``OT_eps``.
     """
-    potential_fn = functools.partial(_potential_apply, potential_params)
-    prediction, _ = solve_jko_step(potential_fn, key, x0, transport=spec.transport, inner_steps=inner_steps,
+    prediction, _ = solve_jko_step(functools.partial(_mlp_value_and_gradient, potential_params), key, x0, transport=spec.transport, inner_steps=inner_steps,
                                    inner_learning_rate=inner_learning_rate, tau=tau, monge_gap=spec.monge_gap)
     return sinkhorn_cost(prediction, x1, epsilon), prediction
-
-
-def _potential_apply(potential_params, points):
-    hidden = tuple(potential_params[f"Dense_{i}"]["kernel"].shape[1] for i in range(len(potential_params) - 1))
-    return MLP(hidden).apply({"params": potential_params}, points)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -420,7 +546,7 @@ def fit_jkonet(
 
 @functools.partial(jax.jit, static_argnames=("transport", "monge_gap", "inner_steps"))
 def _predict_jko(potential_params, key, x, inner_learning_rate, tau, *, transport, monge_gap, inner_steps):
-    prediction, _ = solve_jko_step(functools.partial(_potential_apply, potential_params), key, x,
+    prediction, _ = solve_jko_step(functools.partial(_mlp_value_and_gradient, potential_params), key, x,
                                    transport=transport, inner_steps=inner_steps,
                                    inner_learning_rate=inner_learning_rate, tau=tau, monge_gap=monge_gap)
     return prediction
@@ -428,7 +554,7 @@ def _predict_jko(potential_params, key, x, inner_learning_rate, tau, *, transpor
 
 @jax.jit
 def _predict_explicit(potential_params, x, tau):
-    return x - tau * jax.grad(lambda points: jnp.sum(_potential_apply(potential_params, points)))(x)
+    return x - tau * _mlp_value_and_gradient(potential_params, x)[1]
 
 
 def predict_jkonet(
@@ -460,7 +586,7 @@ def predict_jkonet(
 
 def potential_values(params: dict, x) -> jax.Array:
     """Returns the learnt potential ``V(x)`` at points ``x`` ``[n, d]`` -> ``[n]`` (for level curves)."""
-    return _potential_apply(params["potential"], jnp.asarray(x))
+    return _mlp_value_and_gradient(params["potential"], jnp.asarray(x, jnp.float32))[0]
 
 
 def save_jkonet_params(path, params: dict, variant: str) -> None:

@@ -40,10 +40,18 @@ class atomic_path:
 
 
 def save_npz(path: str | os.PathLike, **arrays) -> None:
-    """Writes ``arrays`` to ``path`` as an uncompressed .npz, atomically."""
+    """Writes ``arrays`` to ``path`` as an uncompressed .npz, atomically.
+
+    Raises:
+        TypeError: for an array that would need pickling (object dtype), naming it.
+    """
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for key, value in arrays.items():
+        if value.dtype.hasobject:
+            raise TypeError(f"array {key!r} has object dtype and would be pickled; store numbers or strings")
     with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+            np.savez(f, **arrays)
 
 
 def load_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, np.ndarray]:

@@ -355,7 +355,17 @@ def save_params(path, params: dict, spec: SolverSpec) -> None:
 def load_params(path) -> tuple[dict, SolverSpec]:
     """Returns ``(params, spec)`` saved by :func:`save_params`; raises ValueError naming a bad file."""
     arrays = load_npz(path, required=("solver",))
-    spec = get_solver(str(arrays.pop("solver")))
+    try:
+        spec = get_solver(str(arrays.pop("solver")))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    terms = [t for t, used in (("potential", spec.potential), ("interaction", spec.interaction)) if used]
+    needed = terms + (["beta"] if spec.internal else [])
+    if spec.parametrisation == "linear":
+        needed += [f"features/{k}" for k in ("exponents", "centres", "width", "axis")]
+    missing = [n for n in needed if not any(k == n or k.startswith(f"{n}/") for k in arrays)]
+    if missing:
+        raise ValueError(f"{path}: parameters of solver {spec.name!r} lack {missing}")
     params: dict = {"potential": None, "interaction": None, "beta": None}
     for name, value in arrays.items():
         *parents, leaf = name.split("/")

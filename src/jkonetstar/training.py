@@ -118,6 +118,11 @@ def train_epoch(state: TrainState, key: jax.Array, data: TrainingData, *, spec: 
     return state, jnp.sum(losses)
 
 
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
+
+
 def fit(
     key: jax.Array,
     spec: SolverSpec,
@@ -153,8 +158,9 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_every", eval_every)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}")
+    for name, value in (("learning_rate", learning_rate), ("tau", tau), ("clip_norm", clip_norm)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     evaluate = evaluate or (lambda params: math.nan)
     say = progress or (lambda line: None)
     history: list[dict] = []
@@ -195,10 +201,10 @@ def fit(
         loss = float(loss)
         seconds = time.perf_counter() - start
         row = dict(epoch=epoch, loss=loss, seconds=seconds, w1=math.nan, eval_seconds=math.nan)
-        if not np.isfinite(loss):
+        if not (np.isfinite(loss) and bool(_all_finite(new_state.params))):
             status = "diverged"
             history.append(row)
-            say(f"{spec.name}: epoch {epoch}: loss is {loss}; stopping, run recorded as diverged")
+            say(f"{spec.name}: epoch {epoch}: loss {loss} or parameters not finite; stopping, run recorded as diverged")
             break
         state = new_state
         if epoch % eval_every == 0 or epoch == epochs:
