@@ -12,8 +12,10 @@
 # Runtime files (logs/, run/ with pidfiles and the munge socket, state/) live under
 # $SLURM_LOCAL_DIR (default /tmp/jkonetstar-slurm). Written outside it: /etc/slurm/slurm.conf,
 # because sbatch/squeue/sinfo read it unless SLURM_CONF reaches every process (Snakemake's
-# subprocesses included). An existing slurm.conf that this script did not write is never
-# overwritten. Every daemon listens on 127.0.0.1 only.
+# subprocesses included; the SLURM executor's job steps do not see SLURM_CONF, so the file
+# location matters). A slurm.conf this script did not write is moved aside on `start` and put
+# back on `stop`; `start` refuses to run while another Slurm holds the ports. Every daemon
+# listens on 127.0.0.1 only.
 #
 # Settings that matter (each one was a real failure; see profiles/slurm-ci/profile.yaml too):
 #   * no slurmdbd, so `sacct` fails: jobs are polled with squeue, which sees finished jobs for
@@ -29,7 +31,9 @@ LOG_DIR="$SLURM_LOCAL_DIR/logs"
 RUN_DIR="$SLURM_LOCAL_DIR/run"
 STATE_DIR="$SLURM_LOCAL_DIR/state"
 MUNGE_SOCKET="$RUN_DIR/munge/munge.socket.2"
-CONF="${SLURM_LOCAL_CONF:-/etc/slurm/slurm.conf}"
+CONF=/etc/slurm/slurm.conf
+CONF_BACKUP="$CONF.before-jkonetstar"
+export SLURM_CONF="$CONF"   # for this script's own sinfo/scontrol/sbatch calls
 CONF_MARKER="# written by jkonetstar scripts/slurm-local.sh"
 CTLD_PORT="${SLURM_LOCAL_CTLD_PORT:-6817}"
 SLURMD_PORT="${SLURM_LOCAL_SLURMD_PORT:-6818}"
@@ -65,7 +69,11 @@ cmd_install() {
 
 write_conf() {
     if [ -e "$CONF" ] && ! grep -qF "$CONF_MARKER" "$CONF"; then
-        die "$CONF exists and was not written by this script; not overwriting it (set SLURM_LOCAL_CONF)"
+        # Someone else's slurm.conf (no Slurm daemon runs: the ports were free). Keep it aside and
+        # put it back on `stop`.
+        [ -e "$CONF_BACKUP" ] && die "$CONF is foreign and $CONF_BACKUP exists already; resolve by hand"
+        say "moving the existing $CONF to $CONF_BACKUP (restored by 'stop')"
+        mv "$CONF" "$CONF_BACKUP"
     fi
     local cpus mem_mb
     cpus="$(nproc)"
@@ -214,6 +222,14 @@ cmd_stop() {
     stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid" || rc=1
     stop_pidfile munged "$RUN_DIR/munged.pid" || rc=1
     rm -f "$RUN_DIR/munge/munged.pid"
+    # Leave no slurm.conf of ours behind: Slurm clients (and the SLURM executor plugin, which
+    # runs `scontrol show config` whenever Snakemake starts) would wait ~10 s for the stopped
+    # controller, where without a slurm.conf they fail at once.
+    if [ -e "$CONF" ] && grep -qF "$CONF_MARKER" "$CONF"; then rm -f "$CONF"; fi
+    if [ -e "$CONF_BACKUP" ]; then
+        mv -f "$CONF_BACKUP" "$CONF"
+        say "restored the previous $CONF"
+    fi
     # Report (never kill by name) any Slurm process that survived, e.g. an orphaned slurmstepd.
     left="$(ps -eo pid=,comm= | awk '$2 ~ /^(slurmstepd|slurmd|slurmctld|munged)$/' || true)"
     if [ -n "$left" ]; then say "still running:"; printf '%s\n' "$left" >&2; rc=1; fi
@@ -227,7 +243,8 @@ cmd_status() {
         pid="$(pidfile_pid "$RUN_DIR/$n.pid")"
         if alive "$pid"; then echo "$n: running (pid $pid)"; else echo "$n: stopped"; rc=1; fi
     done
-    sinfo 2>/dev/null || true
+    # sinfo retries for about a minute when no slurmctld answers: ask only a running one.
+    [ "$rc" -eq 0 ] && timeout 10 sinfo 2>/dev/null || true
     echo "conf: $CONF  logs: $LOG_DIR"
     return "$rc"
 }

@@ -1,0 +1,173 @@
+"""The Snakemake workflow: planned jobs, a real tiny run, config errors and what a change reruns.
+
+Every test works in a copy of the repository (``snakemake_runs.copy_checkout``), so it never touches
+``results/`` or ``.snakemake/`` of the checkout. Jobs import the installed ``jkonetstar``.
+"""
+
+import os
+import re
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from snakemake_runs import ROOT, copy_checkout, copy_run, snakemake_command, snakemake_env
+
+TINY_CONFIG = ".test/config/config.yaml"
+TINY_RUNS = 4  # 2 potentials x 2 solvers
+
+
+def snakemake(workdir, *args, config=TINY_CONFIG, timeout=600):
+    """Runs Snakemake as `make reproduce` does, in ``workdir``; returns the completed process."""
+    return subprocess.run(snakemake_command(config, *args), cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout, env=snakemake_env())
+
+
+def planned_jobs(workdir, config=TINY_CONFIG):
+    """Returns {rule: job count} of a dry run (empty when nothing is to be done)."""
+    result = snakemake(workdir, "--dry-run", "--quiet", "rules", config=config)
+    assert result.returncode == 0, result.stderr + result.stdout
+    output = result.stdout + result.stderr
+    if "Nothing to be done" in output:
+        return {}
+    stats = output.split("Job stats:", 1)[1]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", stats, flags=re.MULTILINE))
+    return {rule: int(count) for rule, count in counts.items() if rule != "total"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny config run end to end, for real, on 2 cores."""
+    workdir = copy_checkout(tmp_path_factory.mktemp("workflow"))
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_paper_config_plans_the_figure3_grid(tmp_path):
+    workdir = copy_checkout(tmp_path)
+    jobs = planned_jobs(workdir, config="config/paper.yaml")
+    assert jobs == {
+        "simulate": 15,
+        "couplings": 15,
+        "train": 60,
+        "evaluate": 60,
+        "table": 1,
+        "figure_exp1": 1,
+        "all": 1,
+    }
+
+
+def test_default_config_runs_all_potentials_and_figure3_solvers(tmp_path):
+    workdir = copy_checkout(tmp_path)
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    grid = config["experiments"]["exp1"]
+    assert len(grid["potentials"]) == 15
+    assert grid["solvers"] == [
+        "jkonet-star", "jkonet-star-potential", "jkonet-star-linear", "jkonet-star-linear-potential"
+    ]
+    jobs = planned_jobs(workdir, config="config/config.yaml")
+    assert jobs["train"] == jobs["evaluate"] == 60 * len(grid["seeds"])
+
+
+def test_tiny_run_writes_table_figure_and_run_files(tiny_run):
+    table = pd.read_csv(tiny_run / "results/tables/exp1.csv")
+    assert list(table.columns[-2:]) == ["metric", "value"]
+    assert {"potential", "solver", "seed"} <= set(table.columns)
+    w1 = table[table.metric == "w1_mean"]
+    assert len(w1) == TINY_RUNS
+    assert np.all(np.isfinite(w1.value)) and np.all(w1.value >= 0)
+    assert {"w1_std", "w1_step_1", "seconds_per_epoch", "compile_seconds", "diverged", "epochs_run"} <= set(
+        table.metric
+    )
+    epochs = table[table.metric == "epochs_run"].set_index("solver").value
+    assert set(epochs["jkonet-star-linear-potential"]) == {1}
+    assert set(epochs["jkonet-star-potential"]) == {20}
+    history = pd.read_csv(tiny_run / "results/tables/exp1_history.csv")
+    assert {"epoch", "loss", "seconds", "w1", "solver", "potential"} <= set(history.columns)
+    for name in ("exp1.png", "exp1.pdf"):
+        assert (tiny_run / "results/figures" / name).stat().st_size > 10_000
+    run = (tiny_run / "results/runs/potential~flat/interaction~none/beta~0.0/dim~2/n~100/seed~0/pairing~paired"
+           / "solver~jkonet-star-potential")
+    for name in ("model.npz", "history.csv", "metrics.json", "levels.png", "predictions.png"):
+        assert (run / name).is_file(), name
+    logs = list((tiny_run / "results/logs/train").rglob("*.log"))
+    assert len(logs) == TINY_RUNS and all(log.stat().st_size > 0 for log in logs)
+    assert len(list((tiny_run / "results/benchmarks/train").rglob("*.tsv"))) == TINY_RUNS
+
+
+def test_second_run_has_nothing_to_do(tiny_run):
+    assert planned_jobs(tiny_run) == {}
+
+
+def test_touch_reruns_nothing_and_edits_rerun_only_their_stage(tiny_run, tmp_path):
+    workdir = copy_run(tiny_run, tmp_path / "copy")  # keeps the mtimes and .snakemake metadata
+    script = workdir / "workflow/scripts/train.py"
+    library = workdir / "src/jkonetstar/training.py"
+    os.utime(script)
+    os.utime(library)
+    assert planned_jobs(workdir) == {}
+
+    library.write_text(library.read_text() + "\n# an edit\n")
+    assert planned_jobs(workdir) == {"train": 4, "evaluate": 4, "table": 1, "figure_exp1": 1, "all": 1}
+    library.write_text(library.read_text().removesuffix("\n# an edit\n"))
+
+    config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
+    config["solvers"]["jkonet-star-potential"]["learning_rate"] = 0.01
+    (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
+    assert planned_jobs(workdir, config="changed.yaml") == {
+        "train": 2, "evaluate": 2, "table": 1, "figure_exp1": 1, "all": 1
+    }
+
+    simulator = workdir / "src/jkonetstar/simulate.py"
+    simulator.write_text(simulator.read_text() + "\n# an edit\n")
+    assert planned_jobs(workdir) == {
+        "simulate": 2, "couplings": 2, "train": 4, "evaluate": 4, "table": 1, "figure_exp1": 1, "all": 1
+    }
+
+
+def test_diverged_training_is_recorded_and_the_figure_still_made(tiny_run, tmp_path):
+    workdir = copy_run(tiny_run, tmp_path / "copy")
+    config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
+    config["solvers"]["jkonet-star-potential"]["learning_rate"] = 1.0e6  # the first epoch's loss is not finite
+    (workdir / "diverging.yaml").write_text(yaml.safe_dump(config))
+    figure_before = (workdir / "results/figures/exp1.png").stat().st_mtime
+    result = snakemake(workdir, "--cores", "2", config="diverging.yaml")
+    assert result.returncode == 0, result.stderr[-5000:]
+
+    table = pd.read_csv(workdir / "results/tables/exp1.csv")
+    diverged = table[table.metric == "diverged"].set_index(["solver", "potential"]).value
+    assert set(diverged["jkonet-star-potential"]) == {1.0}
+    assert set(diverged["jkonet-star-linear-potential"]) == {0.0}
+    run = table[(table.solver == "jkonet-star-potential") & (table.metric == "w1_mean")]
+    assert np.all(np.isfinite(run.value)), "metrics of the last finite parameters"
+    assert (workdir / "results/figures/exp1.png").stat().st_mtime > figure_before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["experiments"]["exp1"]["potentials"].append("wavy"),
+         r"invalid config setting experiments\.exp1\.potentials\[2\]: 'wavy' is not one of"),
+        (lambda c: c["data"].update(dt=-0.01), r"invalid config setting data\.dt: -0\.01 is less than"),
+        (lambda c: c["experiments"]["exp1"].update(n_particles=[1]),
+         r"invalid config setting experiments\.exp1\.n_particles\[0\]: 1 is less than the minimum of 2"),
+        (lambda c: c["solvers"]["jkonet-star-potential"].update(lr=0.1),
+         r"invalid config setting solvers\.jkonet-star-potential: .*'lr' was unexpected"),
+        (lambda c: c["experiments"]["exp1"]["solvers"].append("jkonet-star"),
+         r"invalid config setting experiments\.exp1\.solvers: solver 'jkonet-star' has no hyper-parameters"),
+    ],
+    ids=["unknown-potential", "negative-dt", "one-particle", "unknown-key", "solver-without-settings"],
+)
+def test_bad_config_fails_before_any_job_with_one_line(tmp_path, change, message):
+    workdir = copy_checkout(tmp_path)
+    config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
+    change(config)
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "1", config="bad.yaml")
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if re.search(message, line)]
+    assert len(lines) == 1, result.stderr
+    assert not (workdir / "results").exists()

@@ -1,0 +1,57 @@
+"""Snakemake adapter: one tidy table of every run's metrics and one of every run's training history."""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.iocontainers import snakemake
+
+# The checkout's library first: conda environments do not install it, and in the project venv the
+# same checkout wins.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+_log_file = open(snakemake.log[0], "w", buffering=1)
+os.dup2(_log_file.fileno(), 1)
+os.dup2(_log_file.fileno(), 2)
+sys.stdout = sys.stderr = _log_file
+logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("table")
+
+import pandas as pd  # noqa: E402
+
+from jkonetstar.io import atomic_path, load_json  # noqa: E402
+
+RUN_COLUMNS = ["potential", "interaction", "beta", "dim", "n_particles", "pairing", "solver", "seed"]
+SCALARS = [
+    "w1_mean",
+    "w1_std",
+    "seconds_per_epoch",
+    "compile_seconds",
+    "epochs_run",
+    "train_seconds",
+    "eval_seconds",
+    "final_loss",
+    "last_evaluated_w1",
+]
+
+rows, histories = [], []
+for metrics_path, history_path in zip(snakemake.input.metrics, snakemake.input.histories):
+    metrics = load_json(metrics_path)
+    run = {column: metrics[column] for column in RUN_COLUMNS}
+    values = {name: metrics[name] for name in SCALARS}
+    values["diverged"] = float(metrics["status"] == "diverged")
+    values.update({f"w1_step_{label}": v for label, v in zip(metrics["target_labels"], metrics["w1_per_step"])})
+    rows += [{**run, "metric": name, "value": float(value)} for name, value in values.items()]
+    history = pd.read_csv(history_path)
+    histories.append(history.assign(**run)[RUN_COLUMNS + [c for c in history.columns if c not in RUN_COLUMNS]])
+
+table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "metric", "value"])
+log.info("%d runs, %d rows; diverged runs: %d", len(snakemake.input.metrics), len(table),
+         int(table.loc[table["metric"] == "diverged", "value"].sum()))
+with atomic_path(snakemake.output.table) as tmp:
+    table.to_csv(tmp, index=False)
+with atomic_path(snakemake.output.history) as tmp:
+    pd.concat(histories, ignore_index=True).to_csv(tmp, index=False)
