@@ -15,7 +15,7 @@ e.g.:
     taskset -c 0,1 .venv/bin/python benchmarks/bench_baselines.py [--epochs 4] [--monge-gap]
 
 The baselines' epoch is thousands of small sequential ops; XLA's CPU runtime spreads them over its thread
-pool, which costs more than it gains here: pinned to one core (``taskset -c 0``) an epoch takes about 25%
+pool, which costs more than it gains here: pinned to one core (``taskset -c 0``) an epoch takes 20-25%
 less wall and CPU time than on two (measured back to back), so two 1-core runs beat one 2-core run.
 """
 
@@ -47,7 +47,10 @@ def identity_couplings(snapshots: np.ndarray) -> TrainingData:
 
 
 def timed_run(train, epochs: int) -> dict:
-    """Runs ``train(epochs, progress)``; returns compile s, median wall s/epoch and CPU s/epoch after epoch 1."""
+    """Runs ``train(epochs, evaluate)``; returns compile s, median wall s/epoch and CPU s/epoch after epoch 1.
+
+    A run that diverged in epoch 1 reports that epoch's wall time and no CPU time.
+    """
     marks: list[float] = []
 
     def evaluate(params) -> float:  # called after every epoch (eval_every=1): marks CPU time between epochs
@@ -55,7 +58,7 @@ def timed_run(train, epochs: int) -> dict:
         return float("nan")
 
     result = train(epochs, evaluate)
-    walls = [row["seconds"] for row in result.history[1:]]
+    walls = [row["seconds"] for row in result.history[1:]] or [row["seconds"] for row in result.history]
     cpu = np.diff(marks[: len(result.history)]) if len(marks) > 1 else [float("nan")]
     return dict(compile=result.compile_seconds, wall=float(np.median(walls)) if walls else float("nan"),
                 cpu=float(np.median(cpu)), status=result.status)

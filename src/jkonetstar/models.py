@@ -39,6 +39,7 @@ __all__ = [
     "fit_linear",
     "predict",
     "potential_values",
+    "energy_gradients",
     "save_params",
     "load_params",
 ]
@@ -376,3 +377,24 @@ def load_params(path) -> tuple[dict, SolverSpec]:
             node = node[parent]
         node[leaf] = jnp.asarray(value)
     return params, spec
+
+
+def energy_gradients(params: dict, spec: SolverSpec, term: str, x, t: float | None = None):
+    """Returns the gradient of one learnt energy term at points ``x`` ``[n, d]`` as ``[n, d]``.
+
+    ``term`` is ``"potential"`` (``grad V(x)``, at time ``t`` if V is time-dependent) or ``"interaction"``
+    (``grad W(z)`` at differences ``z = x``). Like the energies, the gradients approximate ``dt / tau`` times
+    the true ones (see :func:`jkonet_star_loss`).
+
+    Raises:
+        ValueError: for an unknown term or one the solver does not learn.
+    """
+    if term not in ("potential", "interaction"):
+        raise ValueError(f"unknown energy term {term!r}: choose 'potential' or 'interaction'")
+    if not getattr(spec, term):
+        raise ValueError(f"solver {spec.name!r} learns no {term}")
+    x = jnp.asarray(x)
+    times = None
+    if term == "potential" and spec.time_dependent:
+        times = jnp.full((len(x),), 0.0 if t is None else t, x.dtype)
+    return _energy_gradients(params[term], _feature_map(params), x, times)

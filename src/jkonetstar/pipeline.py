@@ -14,12 +14,17 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from jkonetstar import baselines
 from jkonetstar import couplings as couplings_lib
 from jkonetstar import density, metrics, models, training
 from jkonetstar.simulate import simulate, to_population
 from jkonetstar.split import split
 
 __all__ = [
+    "get_method",
+    "save_model",
+    "load_model",
+    "learned_potential",
     "simulate_population",
     "Prepared",
     "prepare_training_data",
@@ -52,7 +57,8 @@ class Prepared(NamedTuple):
 
 def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.5, split_by: str = "trajectory",
                           pairing: str = "paired", method: str = "exact", epsilon: float | None = None,
-                          block_size: int | None = 1000, n_components: int = 10, min_det: float = 0.0,
+                          block_size: int | None = 1000, sinkhorn_threshold: float = 1e-3,
+                          sinkhorn_max_iterations: int = 2000, n_components: int = 10, min_det: float = 0.0,
                           floor: float = 1e-5) -> Prepared:
     """Splits ``population``, couples consecutive training snapshots and evaluates densities at the targets.
 
@@ -66,7 +72,8 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
     (x_train, t_train), (x_test, t_test) = split(rng_split, population["x"], population["t"],
                                                  population.get("particle"), test_ratio=test_ratio, by=split_by)
     pairs, seconds = couplings_lib.couple(x_train, t_train, method=method, epsilon=epsilon, block_size=block_size,
-                                          pairing=pairing, rng=rng_pairing)
+                                          pairing=pairing, rng=rng_pairing, sinkhorn_threshold=sinkhorn_threshold,
+                                          sinkhorn_max_iterations=sinkhorn_max_iterations)
     mixtures = density.fit_per_snapshot(x_train, t_train, n_components=n_components, seed=seed, min_det=min_det)
     rho, grad_rho = density.log_density_gradient_at_targets(mixtures, pairs, floor=floor)
     data = training.TrainingData(
@@ -86,26 +93,76 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
                     np.asarray(x_train, np.float32), np.asarray(t_train, np.int32), mixtures, summary)
 
 
+Method = models.SolverSpec | baselines.BaselineSpec
+
+
+def get_method(name: str) -> Method:
+    """Returns the spec of a JKOnet* solver or of a JKOnet baseline; raises ValueError listing both."""
+    if name in baselines.BASELINES:
+        return baselines.BASELINES[name]
+    if name in models.SOLVERS:
+        return models.SOLVERS[name]
+    raise ValueError(f"unknown solver {name!r}: choose one of {[*models.SOLVERS, *baselines.BASELINES]}")
+
+
+def save_model(path, params: dict, spec: Method) -> None:
+    """Saves learnt parameters of a solver or baseline (npz, no pickle)."""
+    if isinstance(spec, baselines.BaselineSpec):
+        baselines.save_jkonet_params(path, params, spec.name)
+    else:
+        models.save_params(path, params, spec)
+
+
+def load_model(path) -> tuple[dict, Method]:
+    """Returns ``(params, spec)`` saved by :func:`save_model`; raises ValueError naming a bad file."""
+    from jkonetstar.io import load_npz
+
+    arrays = load_npz(path, required=("solver",))
+    if str(arrays["solver"]) in baselines.BASELINES:
+        params, name = baselines.load_jkonet_params(path)
+        return params, get_method(name)
+    return models.load_params(path)
+
+
+def learned_potential(params: dict, spec: Method, x, t: float | None = None) -> np.ndarray | None:
+    """Returns the learnt V at points ``x`` ``[n, d]`` (``None`` if the method learns no potential)."""
+    if isinstance(spec, baselines.BaselineSpec):
+        return np.asarray(baselines.potential_values(params, x))
+    if not spec.potential:
+        return None
+    return np.asarray(models.potential_values(params, spec, x, t))
+
+
 _predict_jit = jax.jit(models.predict, static_argnames=("spec", "tau"))
 
 
-def make_predictor(params: dict, spec: models.SolverSpec, *, tau: float = 1.0) -> Callable:
-    """Returns ``predict(key, x, t_target) -> [n, d]``, one jitted step of the learnt dynamics."""
+def make_predictor(params: dict, spec: Method, *, tau: float = 1.0, **options) -> Callable:
+    """Returns ``predict(key, x, t_target) -> [n, d]``, one jitted step of the learnt dynamics.
+
+    ``options`` go to :func:`jkonetstar.baselines.predict_jkonet` for the baselines (``inner_steps``,
+    ``inner_learning_rate``, ``step``); JKOnet* solvers take none.
+    """
+    if isinstance(spec, baselines.BaselineSpec):
+        return functools.partial(_predict_baseline, params, spec.name, tau, options)
     return functools.partial(_predict_one, params, spec, tau)
+
+
+def _predict_baseline(params, name, tau, options, key, x, t_target):
+    return np.asarray(baselines.predict_jkonet(params, name, key, np.asarray(x, np.float32), tau=tau, **options))
 
 
 def _predict_one(params, spec, tau, key, x, t_target):
     return np.asarray(_predict_jit(params, spec, key, np.asarray(x, np.float32), int(t_target), tau=tau))
 
 
-def evaluate(params: dict, spec: models.SolverSpec, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
-             tau: float = 1.0, cumulative: bool = False) -> dict:
+def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
+             tau: float = 1.0, cumulative: bool = False, predict_options: dict | None = None) -> dict:
     """Returns the one-step-ahead W1 per transition (and its mean and std), plus the cumulative W1 if asked.
 
     Each observed test snapshot is moved one step by the learnt dynamics and compared (exact W1,
     Euclidean cost) with the observed next one; ``cumulative`` rolls out from the first snapshot.
     """
-    predict = make_predictor(params, spec, tau=tau)
+    predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
     key = jax.random.fold_in(jax.random.key(seed), 1)
     one_step = metrics.one_step_w1(predict, x_test, t_test, key)
     result = {
@@ -119,16 +176,25 @@ def evaluate(params: dict, spec: models.SolverSpec, x_test: np.ndarray, t_test: 
     return result
 
 
-def train(spec: models.SolverSpec, data: training.TrainingData, x_test: np.ndarray, t_test: np.ndarray, seed: int,
-          *, progress: Callable[[str], None] | None = None, **settings) -> training.FitResult:
-    """Fits ``spec`` with :func:`jkonetstar.training.fit`, evaluating the mean one-step W1 on the test split.
+def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, t_test: np.ndarray, seed: int,
+          *, x_train: np.ndarray | None = None, t_train: np.ndarray | None = None,
+          predict_options: dict | None = None, progress: Callable[[str], None] | None = None,
+          **settings) -> training.FitResult:
+    """Fits a method, evaluating the mean one-step W1 on the test split every ``eval_every`` epochs.
 
-    ``settings`` are :func:`jkonetstar.training.fit`'s keyword arguments (epochs, learning_rate, ...).
+    JKOnet* solvers train on the couplings ``data`` with :func:`jkonetstar.training.fit`; the JKOnet
+    baselines on the training trajectories ``(x_train, t_train)`` with
+    :func:`jkonetstar.baselines.fit_jkonet`. ``settings`` are those functions' keyword arguments.
     """
     tau = settings.get("tau", 1.0)
 
     def mean_w1(params):
-        return evaluate(params, spec, x_test, t_test, seed, tau=tau)["w1_mean"]
+        return evaluate(params, spec, x_test, t_test, seed, tau=tau, predict_options=predict_options)["w1_mean"]
 
     key = jax.random.fold_in(jax.random.key(seed), 0)
+    if isinstance(spec, baselines.BaselineSpec):
+        if x_train is None or t_train is None:
+            raise ValueError(f"baseline {spec.name!r} trains on trajectories: pass x_train and t_train")
+        snapshots = baselines.snapshots_from_population(x_train, t_train)
+        return baselines.fit_jkonet(key, spec.name, snapshots, evaluate=mean_w1, progress=progress, **settings)
     return training.fit(key, spec, data, evaluate=mean_w1, progress=progress, **settings)

@@ -26,7 +26,7 @@ except WorkflowError as error:
     raise WorkflowError(_config_error(error)) from None
 
 for _name, _grid in config["experiments"].items():
-    for _solver in _grid["solvers"]:
+    for _solver in _grid["solvers"] + [s for subset in _grid.get("subsets", []) for s in subset["solvers"]]:
         if _solver not in config["solvers"]:
             raise WorkflowError(
                 f"invalid config setting experiments.{_name}.solvers: solver {_solver!r} "
@@ -38,10 +38,33 @@ if (config["couplings"]["method"] == "sinkhorn") != (config["couplings"]["epsilo
         f"(method={config['couplings']['method']!r}, epsilon={config['couplings']['epsilon']!r})"
     )
 
+# Largest feature count of the closed-form solvers: jkonetstar.features.MAX_FEATURES (not imported here, which
+# would load JAX at every parse; tests/test_experiments.py checks that the two agree).
+MAX_LINEAR_FEATURES = 5000
+
+
+def _linear_feature_count(solver, dim):
+    options = config["solvers"][solver].get("features", {})
+    degree, rbf_per_dim = options.get("degree", 4), options.get("rbf_per_dim", 10)
+    return (degree + 1) ** dim - 1 + rbf_per_dim**dim
+
+
+for _name, _grid in config["experiments"].items():
+    for _solver in _grid["solvers"]:
+        if "linear" not in _solver:
+            continue
+        _too_big = [d for d in _grid["dims"] if _linear_feature_count(_solver, d) > MAX_LINEAR_FEATURES]
+        if _too_big:
+            raise WorkflowError(
+                f"invalid config setting experiments.{_name}.dims: linear solver {_solver!r} cannot run in "
+                f"d = {_too_big} ({_linear_feature_count(_solver, min(_too_big))} features > "
+                f"{MAX_LINEAR_FEATURES}; linear features suit d <= 3); use jkonet-star-potential there"
+            )
+
 
 # Readable wildcard paths: one directory level per setting.
 DATASET = "potential~{potential}/interaction~{interaction}/beta~{beta}/dim~{dim}/n~{n}/seed~{seed}"
-COUPLED = f"{DATASET}/pairing~{{pairing}}"
+COUPLED = f"{DATASET}/pairing~{{pairing}}/ot~{{ot}}"
 RUN = f"{COUPLED}/solver~{{solver}}"
 
 # Library files each stage runs: declared as inputs so that a content change reruns exactly the
@@ -65,6 +88,7 @@ CODE = {
     "train": [
         "workflow/scripts/train.py",
         "src/jkonetstar/pipeline.py",
+        "src/jkonetstar/baselines.py",
         "src/jkonetstar/training.py",
         "src/jkonetstar/models.py",
         "src/jkonetstar/features.py",
@@ -74,6 +98,7 @@ CODE = {
     "evaluate": [
         "workflow/scripts/evaluate.py",
         "src/jkonetstar/pipeline.py",
+        "src/jkonetstar/baselines.py",
         "src/jkonetstar/models.py",
         "src/jkonetstar/features.py",
         "src/jkonetstar/metrics.py",
@@ -83,6 +108,17 @@ CODE = {
     ],
     "table": ["workflow/scripts/table.py", "src/jkonetstar/io.py"],
     "figure_exp1": ["workflow/scripts/figure_exp1.py", "src/jkonetstar/plots.py"],
+    "recovery": [
+        "workflow/scripts/recovery.py",
+        "src/jkonetstar/models.py",
+        "src/jkonetstar/features.py",
+        "src/jkonetstar/energies.py",
+        "src/jkonetstar/io.py",
+    ],
+    "figure_exp2": ["workflow/scripts/figure_exp2.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
+    "figure_exp3": ["workflow/scripts/figure_exp3.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
+    "figure_ablation": ["workflow/scripts/figure_ablation.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
+    "figure_pairing": ["workflow/scripts/figure_pairing.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
 }
 
 
@@ -91,20 +127,45 @@ def beta_label(beta):
     return repr(float(beta))
 
 
+def ot_label(coupling):
+    """Path form of one coupling setting: "exact", or "sinkhorn-<epsilon>" for a Sinkhorn epsilon."""
+    return "exact" if coupling == "exact" else f"sinkhorn-{beta_label(coupling)}"
+
+
+def grid_couplings(grid):
+    """The ot labels of an experiment grid: its ``couplings`` list, else the couplings section's method."""
+    default = config["couplings"]["epsilon"] if config["couplings"]["method"] == "sinkhorn" else "exact"
+    return [ot_label(c) for c in grid.get("couplings", [default])]
+
+
+def coupling_settings(wildcards):
+    """Per-job slice of the config: the couplings section with the method and epsilon of ``wildcards.ot``."""
+    method, _, epsilon = wildcards.ot.partition("-")
+    return settings({**config["couplings"], "method": method, "epsilon": float(epsilon) if epsilon else None})
+
+
 def experiment_runs(name):
-    """Returns the wildcard values of every run of experiment ``name``, in grid order."""
+    """Returns the wildcard values of every run of experiment ``name``, in grid order.
+
+    ``subsets`` of the grid add solvers run on fewer potentials (e.g. the costly JKOnet baselines).
+    """
     grid = config["experiments"][name]
-    product = itertools.product(
-        grid["potentials"],
-        grid["interactions"],
-        grid["betas"],
-        grid["dims"],
-        grid["n_particles"],
-        grid["seeds"],
-        grid["pairings"],
-        grid["solvers"],
+    parts = [grid] + [{**grid, **subset} for subset in grid.get("subsets", [])]
+    product = itertools.chain.from_iterable(
+        itertools.product(
+            part["potentials"],
+            part["interactions"],
+            part["betas"],
+            part["dims"],
+            part["n_particles"],
+            part["seeds"],
+            part["pairings"],
+            grid_couplings(part),
+            part["solvers"],
+        )
+        for part in parts
     )
-    keys = ("potential", "interaction", "beta", "dim", "n", "seed", "pairing", "solver")
+    keys = ("potential", "interaction", "beta", "dim", "n", "seed", "pairing", "ot", "solver")
     runs = [dict(zip(keys, values)) for values in product]
     for run in runs:
         run["beta"] = beta_label(run["beta"])
@@ -116,12 +177,28 @@ def run_files(name, filename):
     return [f"results/runs/{RUN.format(**run)}/{filename}" for run in experiment_runs(name)]
 
 
+def coupled_files(name, filename):
+    """Returns ``results/data/<coupled data>/<filename>`` for every run of experiment ``name``."""
+    return [f"results/data/{COUPLED.format(**run)}/{filename}" for run in experiment_runs(name)]
+
+
+# Experiments whose figure rule (workflow/rules/experiments.smk) also writes a summary over seeds.
+SUMMARISED = ("exp2", "exp3", "ablation", "pairing")
+
+
 def experiment_outputs(name):
     """Returns the tables and figures an experiment produces."""
     outputs = [f"results/tables/{name}.csv", f"results/tables/{name}_history.csv"]
     if name == "exp1":
         outputs += ["results/figures/exp1.png", "results/figures/exp1.pdf"]
+    if name in SUMMARISED:
+        outputs += [f"results/tables/{name}_summary.csv", f"results/figures/{name}.png", f"results/figures/{name}.pdf"]
     return outputs
+
+
+def extra_table_rows(name):
+    """Tidy tables whose metric rows the experiment's table appends (exp3: recovery of the energy terms)."""
+    return [f"results/tables/{name}_recovery.csv"] if name == "exp3" else []
 
 
 def _choices(values):
@@ -129,7 +206,8 @@ def _choices(values):
 
 
 def _grid_values(key):
-    return [value for grid in config["experiments"].values() for value in grid[key]]
+    parts = [p for grid in config["experiments"].values() for p in [grid, *grid.get("subsets", [])]]
+    return [value for part in parts for value in part.get(key, [])]
 
 
 wildcard_constraints:
@@ -140,6 +218,7 @@ wildcard_constraints:
     n=_choices(_grid_values("n_particles")),
     seed=_choices(_grid_values("seeds")),
     pairing=_choices(_grid_values("pairings")),
+    ot=_choices(label for grid in config["experiments"].values() for label in grid_couplings(grid)),
     solver=_choices(_grid_values("solvers")),
     experiment=_choices(config["experiments"]),
 
@@ -162,6 +241,14 @@ def config_slice(*path, keys=None):
     return settings({key: value[key] for key in keys} if keys else value)
 
 
+def predict_options(wildcards):
+    """Prediction settings of the JKOnet baselines (None for JKOnet* solvers)."""
+    hp = config["solvers"][wildcards.solver]
+    if "predict_step" not in hp:
+        return None
+    return {"step": hp["predict_step"], "inner_steps": hp["inner_steps"], "inner_learning_rate": hp["inner_learning_rate"]}
+
+
 def solver_hp(wildcards):
     """Per-job slice of the config: the hyper-parameters of this run's solver."""
     return config_slice("solvers", wildcards.solver)
@@ -172,6 +259,8 @@ def train_runtime(wildcards):
     hp = config["solvers"][wildcards.solver]
     if "linear" in wildcards.solver:
         return 30
+    if "inner_steps" in hp:  # JKOnet baselines: seconds per epoch, not milliseconds
+        return 10 + math.ceil(hp["epochs"] * 5 * int(wildcards.n) / 2000 / 60)
     pairs = int(wildcards.n) * config["data"]["n_steps"]
     per_epoch = 2e-6 * pairs * (hp["batch_size"] if wildcards.solver == "jkonet-star" else 1)
     return 10 + math.ceil(2 * hp["epochs"] * per_epoch / 60)

@@ -5,11 +5,12 @@ rule couplings:
     output:
         train=f"results/data/{COUPLED}/train_couplings.npz",
         test=f"results/data/{COUPLED}/test_population.npz",
+        train_population=f"results/data/{COUPLED}/train_population.npz",
         density=f"results/data/{COUPLED}/density.npz",
         summary=f"results/data/{COUPLED}/couplings.json",
     params:
         split=config_slice("data", keys=["test_ratio", "split_by"]),
-        couplings=config_slice("couplings"),
+        couplings=coupling_settings,
         density=config_slice("density"),
     log:
         f"results/logs/couplings/{COUPLED}.log",

@@ -24,6 +24,7 @@ rule evaluate:
         tau=lambda w: config["solvers"][w.solver]["tau"],
         dt=config["data"]["dt"],
         plots=config_slice("plots"),
+        predict_options=predict_options,
     log:
         f"results/logs/evaluate/{RUN}.log",
     benchmark:

@@ -7,6 +7,8 @@ rule table:
     input:
         metrics=lambda w: run_files(w.experiment, "metrics.json"),
         histories=lambda w: run_files(w.experiment, "history.csv"),
+        couplings=lambda w: coupled_files(w.experiment, "couplings.json"),
+        extra=lambda w: extra_table_rows(w.experiment),
         code=CODE["table"],
     output:
         table=report(

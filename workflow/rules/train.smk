@@ -2,6 +2,7 @@ rule train:
     input:
         couplings=f"results/data/{COUPLED}/train_couplings.npz",
         test=f"results/data/{COUPLED}/test_population.npz",
+        train_population=f"results/data/{COUPLED}/train_population.npz",
         code=CODE["train"],
     output:
         model=f"results/runs/{RUN}/model.npz",

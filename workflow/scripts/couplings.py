@@ -33,5 +33,6 @@ log.info("%s", prepared.summary)
 # The arrays of jkonetstar.training.TrainingData, by field name (TrainingData.load reads them).
 save_npz(snakemake.output.train, **prepared.train._asdict())
 save_npz(snakemake.output.test, x=prepared.x_test, t=prepared.t_test)
+save_npz(snakemake.output.train_population, x=prepared.x_train, t=prepared.t_train)
 save_npz(snakemake.output.density, **density.mixtures_to_arrays(prepared.mixtures))
 save_json(snakemake.output.summary, {"pairing": w.pairing, **split, **couplings, **mixtures, **prepared.summary})

@@ -31,11 +31,12 @@ from jkonetstar.io import atomic_path, load_json, load_npz, save_json  # noqa: E
 w = snakemake.wildcards
 seed, tau, dt = int(w.seed), float(snakemake.params.tau), float(snakemake.params.dt)
 plot_settings = snakemake.params.plots
-params, spec = models.load_params(snakemake.input.model)
+params, spec = pipeline.load_model(snakemake.input.model)
+predict_options = snakemake.params.predict_options
 fit = load_json(snakemake.input.fit)
 test = load_npz(snakemake.input.test, required=("x", "t"))
 
-scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau)
+scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options)
 labels = np.unique(test["t"])
 log.info("one-step W1 per step %s (training status %s)", np.round(scores["w1_per_step"], 5).tolist(), fit["status"])
 save_json(
@@ -47,6 +48,7 @@ save_json(
         "dim": int(w.dim),
         "n_particles": int(w.n),
         "pairing": w.pairing,
+        "ot": w.ot,
         "solver": w.solver,
         "seed": seed,
         **fit,
@@ -57,7 +59,7 @@ save_json(
 
 # The predictions drawn: one step from each observed test snapshot, with the keys pipeline.evaluate uses
 # (identical to the evaluated ones; only solvers with noise depend on the key).
-predict = pipeline.make_predictor(params, spec, tau=tau)
+predict = pipeline.make_predictor(params, spec, tau=tau, **(predict_options or {}))
 key_eval = jax.random.fold_in(jax.random.key(seed), 1)
 observed = [test["x"][test["t"] == label] for label in labels]
 predicted = [predict(jax.random.fold_in(key_eval, int(source)), observed[i], int(target))
@@ -80,8 +82,8 @@ points = np.zeros((grid_x.size, int(w.dim)), np.float32)
 points[:, 0], points[:, 1 % int(w.dim)] = grid_x.ravel(), grid_y.ravel()
 v_true = np.asarray(jax.vmap(energies.get_potential(w.potential))(jnp.asarray(points))).reshape(grid_x.shape)
 v_learned, message = None, None
-if spec.potential and not spec.time_dependent:
-    v_learned = np.asarray(models.potential_values(params, spec, points)).reshape(grid_x.shape)
+if getattr(spec, "potential", True) and not getattr(spec, "time_dependent", False):
+    v_learned = pipeline.learned_potential(params, spec, points).reshape(grid_x.shape)
     v_learned = (v_learned - v_learned.mean()) * (tau / dt)
     if not np.all(np.isfinite(v_learned)):
         message = "learnt potential is not finite"

@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from jkonetstar.io import atomic_path, load_json  # noqa: E402
 
-RUN_COLUMNS = ["potential", "interaction", "beta", "dim", "n_particles", "pairing", "solver", "seed"]
+RUN_COLUMNS = ["potential", "interaction", "beta", "dim", "n_particles", "pairing", "ot", "solver", "seed"]
 SCALARS = [
     "w1_mean",
     "w1_std",
@@ -38,17 +38,26 @@ SCALARS = [
 ]
 
 rows, histories = [], []
-for metrics_path, history_path in zip(snakemake.input.metrics, snakemake.input.histories):
+for metrics_path, history_path, couplings_path in zip(snakemake.input.metrics, snakemake.input.histories,
+                                                      snakemake.input.couplings):
     metrics = load_json(metrics_path)
+    couplings = load_json(couplings_path)
     run = {column: metrics[column] for column in RUN_COLUMNS}
     values = {name: metrics[name] for name in SCALARS}
     values["diverged"] = float(metrics["status"] == "diverged")
+    # Wall-clock of the OT plans of all snapshot pairs (Sinkhorn: includes its jit compilation) and coupled pairs.
+    values["coupling_seconds"] = sum(couplings["seconds_per_snapshot_pair"])
+    values["n_couplings"] = sum(couplings["pairs_per_target_snapshot"].values())
     values.update({f"w1_step_{label}": v for label, v in zip(metrics["target_labels"], metrics["w1_per_step"])})
     rows += [{**run, "metric": name, "value": float(value)} for name, value in values.items()]
     history = pd.read_csv(history_path)
     histories.append(history.assign(**run)[RUN_COLUMNS + [c for c in history.columns if c not in RUN_COLUMNS]])
 
 table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "metric", "value"])
+# Further metric rows of the same runs computed by other rules (exp3: recovery of the energy terms).
+extra = [pd.read_csv(path) for path in snakemake.input.extra]
+if extra:
+    table = pd.concat([table, *(e[[*RUN_COLUMNS, "metric", "value"]] for e in extra)], ignore_index=True)
 log.info("%d runs, %d rows; diverged runs: %d", len(snakemake.input.metrics), len(table),
          int(table.loc[table["metric"] == "diverged", "value"].sum()))
 with atomic_path(snakemake.output.table) as tmp:

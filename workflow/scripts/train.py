@@ -26,19 +26,28 @@ from jkonetstar import models, pipeline, training  # noqa: E402
 from jkonetstar.io import atomic_path, load_npz, save_json  # noqa: E402
 
 w = snakemake.wildcards
-settings = dict(snakemake.params.hp)  # keyword arguments of jkonetstar.training.fit
+settings = dict(snakemake.params.hp)  # keyword arguments of jkonetstar.training.fit / baselines.fit_jkonet
 settings["hidden"] = tuple(settings["hidden"])
-settings["feature_options"] = settings.pop("features")
-spec = models.get_solver(w.solver)
-data = training.TrainingData.load(snakemake.input.couplings)
+spec = pipeline.get_method(w.solver)
 test = load_npz(snakemake.input.test, required=("x", "t"))
-
-log.info("training %s on %d coupled pairs with %s", spec.name, len(data.source), settings)
-result = pipeline.train(spec, data, test["x"], test["t"], int(w.seed), progress=log.info, **settings)
+if isinstance(spec, models.SolverSpec):
+    settings["feature_options"] = settings.pop("features")
+    data = training.TrainingData.load(snakemake.input.couplings)
+    train_inputs, predict_options = {}, None
+    log.info("training %s on %d coupled pairs with %s", spec.name, len(data.source), settings)
+else:
+    # The JKOnet baselines fit a transport map per step on the training trajectories, not on couplings.
+    predict_options = {"step": settings.pop("predict_step"), "inner_steps": settings["inner_steps"],
+                       "inner_learning_rate": settings["inner_learning_rate"]}
+    train_population = load_npz(snakemake.input.train_population, required=("x", "t"))
+    data, train_inputs = None, {"x_train": train_population["x"], "t_train": train_population["t"]}
+    log.info("training baseline %s on %d training particles with %s", spec.name, len(train_population["x"]), settings)
+result = pipeline.train(spec, data, test["x"], test["t"], int(w.seed), progress=log.info,
+                        predict_options=predict_options, **train_inputs, **settings)
 history = pd.DataFrame(result.history)
 log.info("status %s after %d epochs (compilation %.2f s)", result.status, len(history), result.compile_seconds)
 
-models.save_params(snakemake.output.model, result.params, spec)
+pipeline.save_model(snakemake.output.model, result.params, spec)
 with atomic_path(snakemake.output.history) as tmp:
     history.to_csv(tmp, index=False)
 evaluated = history["w1"].dropna()
@@ -53,6 +62,6 @@ save_json(
         "eval_seconds": float(history["eval_seconds"].sum()),
         "final_loss": float(history["loss"].iloc[-1]),
         "last_evaluated_w1": float(evaluated.iloc[-1]) if len(evaluated) else float("nan"),
-        "n_couplings": int(len(data.source)),
+        "n_couplings": int(len(data.source)) if data is not None else 0,
     },
 )

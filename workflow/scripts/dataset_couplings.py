@@ -1,0 +1,40 @@
+"""Snakemake adapter: split a real population within every snapshot, couple the consecutive training
+snapshots (unpaired: no trajectory identities) and fit the Gaussian-mixture densities."""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.iocontainers import snakemake
+
+# The checkout's library first: conda environments do not install it, and in the project venv the
+# same checkout wins.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+_log_file = open(snakemake.log[0], "w", buffering=1)
+os.dup2(_log_file.fileno(), 1)
+os.dup2(_log_file.fileno(), 2)
+sys.stdout = sys.stderr = _log_file
+logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("dataset_couplings")
+
+from jkonetstar import density, pipeline  # noqa: E402
+from jkonetstar.io import load_npz, save_json, save_npz  # noqa: E402
+
+seed = int(snakemake.wildcards.seed)
+split, couplings, mixtures = snakemake.params.split, snakemake.params.couplings, snakemake.params.density
+population = load_npz(snakemake.input.population, required=("x", "t"))
+# Real snapshots carry no particle identities: split by population, and shuffle each snapshot before any
+# index blocking (pairing "unpaired"; without blocks the plan does not depend on the order).
+prepared = pipeline.prepare_training_data({"x": population["x"], "t": population["t"]}, seed,
+                                          split_by="population", pairing="unpaired", **split, **couplings,
+                                          **mixtures)
+log.info("%s", prepared.summary)
+save_npz(snakemake.output.train, **prepared.train._asdict())
+save_npz(snakemake.output.test, x=prepared.x_test, t=prepared.t_test)
+save_npz(snakemake.output.density, **density.mixtures_to_arrays(prepared.mixtures))
+save_json(snakemake.output.summary, {"split_by": "population", "pairing": "unpaired", **split, **couplings,
+                                     **mixtures, **prepared.summary})
