@@ -25,9 +25,9 @@ def snakemake(workdir, *args, config=TINY_CONFIG, timeout=600):
                           timeout=timeout, env=snakemake_env())
 
 
-def planned_jobs(workdir, config=TINY_CONFIG):
-    """Returns {rule: job count} of a dry run (empty when nothing is to be done)."""
-    result = snakemake(workdir, "--dry-run", "--quiet", "rules", config=config)
+def planned_jobs(workdir, config=TINY_CONFIG, *targets):
+    """Returns {rule: job count} of a dry run of ``targets`` (default: all; empty when nothing is to be done)."""
+    result = snakemake(workdir, *targets, "--dry-run", "--quiet", "rules", config=config)
     assert result.returncode == 0, result.stderr + result.stdout
     output = result.stdout + result.stderr
     if "Nothing to be done" in output:
@@ -47,16 +47,25 @@ def tiny_run(tmp_path_factory):
 
 
 def test_paper_config_plans_the_figure3_grid(tmp_path):
-    workdir = copy_checkout(tmp_path)
-    jobs = planned_jobs(workdir, config="config/paper.yaml")
+    config = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    grid = config["experiments"]["exp1"]
+    figure3 = ["jkonet-star", "jkonet-star-potential", "jkonet-star-linear", "jkonet-star-linear-potential"]
+    assert len(grid["potentials"]) == 15 and set(figure3) <= set(grid["solvers"])
+    assert (grid["n_particles"], grid["dims"], grid["seeds"], config["data"]["test_ratio"]) == ([2000], [2], [0], 0.5)
+    for name in ("jkonet-star", "jkonet-star-potential"):
+        hp = config["solvers"][name]
+        assert (hp["epochs"], hp["eval_every"], hp["batch_size"], hp["learning_rate"]) == (1000, 100, 250, 1e-3)
+
+    jobs = planned_jobs(copy_checkout(tmp_path), "config/paper.yaml", "exp1")
+    runs = 15 * len(grid["solvers"])  # 60 for the JKOnet* family, 90 with the JKOnet baselines
     assert jobs == {
         "simulate": 15,
         "couplings": 15,
-        "train": 60,
-        "evaluate": 60,
+        "train": runs,
+        "evaluate": runs,
         "table": 1,
         "figure_exp1": 1,
-        "all": 1,
+        "exp1": 1,
     }
 
 
@@ -68,8 +77,10 @@ def test_default_config_runs_all_potentials_and_figure3_solvers(tmp_path):
     assert grid["solvers"] == [
         "jkonet-star", "jkonet-star-potential", "jkonet-star-linear", "jkonet-star-linear-potential"
     ]
-    jobs = planned_jobs(workdir, config="config/config.yaml")
-    assert jobs["train"] == jobs["evaluate"] == 60 * len(grid["seeds"])
+    jobs = planned_jobs(workdir, "config/config.yaml", "exp1")
+    extra = sum(len(subset["potentials"]) * len(subset["solvers"]) for subset in grid.get("subsets", []))
+    assert jobs["train"] == jobs["evaluate"] == (60 + extra) * len(grid["seeds"])
+    assert jobs["simulate"] == jobs["couplings"] == 15 * len(grid["seeds"])
 
 
 def test_tiny_run_writes_table_figure_and_run_files(tiny_run):
@@ -90,7 +101,7 @@ def test_tiny_run_writes_table_figure_and_run_files(tiny_run):
     for name in ("exp1.png", "exp1.pdf"):
         assert (tiny_run / "results/figures" / name).stat().st_size > 10_000
     run = (tiny_run / "results/runs/potential~flat/interaction~none/beta~0.0/dim~2/n~100/seed~0/pairing~paired"
-           / "solver~jkonet-star-potential")
+           / "ot~exact/solver~jkonet-star-potential")
     for name in ("model.npz", "history.csv", "metrics.json", "levels.png", "predictions.png"):
         assert (run / name).is_file(), name
     logs = list((tiny_run / "results/logs/train").rglob("*.log"))

@@ -72,6 +72,7 @@ RUN = f"{COUPLED}/solver~{{solver}}"
 CODE = {
     "simulate": [
         "workflow/scripts/simulate.py",
+        "src/jkonetstar/__init__.py",
         "src/jkonetstar/pipeline.py",
         "src/jkonetstar/simulate.py",
         "src/jkonetstar/energies.py",
@@ -107,7 +108,7 @@ CODE = {
         "src/jkonetstar/io.py",
     ],
     "table": ["workflow/scripts/table.py", "src/jkonetstar/io.py"],
-    "figure_exp1": ["workflow/scripts/figure_exp1.py", "src/jkonetstar/plots.py"],
+    "figure_exp1": ["workflow/scripts/figure_exp1.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
     "recovery": [
         "workflow/scripts/recovery.py",
         "src/jkonetstar/models.py",

@@ -98,7 +98,9 @@ def _data_dim(location, time_column, n_pcs):
                 if name in names:
                     with archive.open(name) as f:
                         version = np.lib.format.read_magic(f)
-                        shape = np.lib.format._read_array_header(f, version)[0]
+                        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0)
+                        shape = read_header(f)[0]
                     return shape[1] if len(shape) == 2 else None
     return None  # an unknown form: load_population names the problem in the job
 

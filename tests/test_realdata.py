@@ -1,0 +1,259 @@
+"""Real data in the workflow: the single-cell RNA experiment (config `rna`) and the user's datasets (`datasets`).
+
+End-to-end runs use tiny generated files in every accepted form (TrajectoryNet's eb_velocity_v5.npz, the
+data.npy + sample_labels.npy directory, npz X/t, CSV) and, when present, the shared embryoid-body and TIGON
+data. The time-dependent potential's recovery of a known time-varying quadratic potential is
+tests/test_models.py::test_time_potential_recovers_a_time_varying_quadratic.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from jkonetstar import data, models, pipeline, plots
+from snakemake_runs import ROOT, TINY_CONFIG, copy_checkout, snakemake_command, snakemake_env
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-data"
+RNA_SHARED = SHARED / "eb_rna_pca5"
+TIGON = SHARED / "tigon_emt_lineage_bifurcation"
+RNA_MESSAGE = r"single-cell RNA experiment .* skipped"
+
+
+def run(workdir, config, *args, timeout=900):
+    return subprocess.run(snakemake_command(config, *args), cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout, env=snakemake_env())
+
+
+def drifting_clouds(rng, sizes, dim, scale=1.0):
+    """Unbalanced snapshots drifting along the first axis and contracting: a known, learnable flow."""
+    xs, ts = [], []
+    for k, n in enumerate(sizes):
+        x = rng.normal(size=(n, dim)) * (1.0 - 0.1 * k)
+        x[:, 0] += 0.5 * k
+        xs.append(scale * x)
+        ts.append(np.full(n, 3 * k))  # time values 0, 3, 6, ...: renumbered to 0, 1, 2
+    return np.concatenate(xs), np.concatenate(ts)
+
+
+def tiny_config(**sections) -> dict:
+    """The workflow's tiny test config plus real-data sections, with a fast time-dependent solver."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["solvers"]["jkonet-star-time-potential"] = {"epochs": 4, "batch_size": 50, "eval_every": 2,
+                                                      "hidden": [8, 8]}
+    config.update(sections)
+    return config
+
+
+def real_section(path, solvers=("jkonet-star-time-potential",), **extra) -> dict:
+    return {"path": str(path), "solvers": list(solvers), "seeds": [0], "test_ratio": 0.4,
+            "density": {"n_components": 2}, "plots": {"grid_points": 12, "max_points": 50}, **extra}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> dict[str, Path]:
+    """One tiny file in each accepted form."""
+    root = tmp_path_factory.mktemp("realdata")
+    rng = np.random.default_rng(0)
+    x, t = drifting_clouds(rng, [60, 80, 70], 10)
+    np.savez(root / "eb_velocity_v5.npz", pcs=50.0 * x, sample_labels=t)  # un-standardised PCs
+    (root / "eb_dir").mkdir()
+    np.save(root / "eb_dir" / "data.npy", x[:, :5])
+    np.save(root / "eb_dir" / "sample_labels.npy", t)
+    x3, t3 = drifting_clouds(rng, [50, 60, 40, 55], 3, scale=100.0)  # another scale, unbalanced
+    np.savez(root / "cells.npz", X=x3, t=t3)
+    frame = pd.DataFrame(x3[:, :2], columns=["gene_a", "gene_b"]).assign(day=t3)
+    frame.to_csv(root / "cells.csv", index=False)
+    return {"trajectorynet": root / "eb_velocity_v5.npz", "directory": root / "eb_dir",
+            "npz": root / "cells.npz", "csv": root / "cells.csv"}
+
+
+@pytest.fixture(scope="module")
+def realdata_run(tmp_path_factory, generated):
+    """The RNA path on a generated TrajectoryNet file and two user datasets (npz, CSV), run for real."""
+    workdir = copy_checkout(tmp_path_factory.mktemp("workflow"))
+    config = tiny_config(
+        rna=real_section(generated["trajectorynet"], time_names=["d0", "d3", "d6"]),
+        datasets={
+            "cells_npz": real_section(generated["npz"], solvers=["jkonet-star-potential",
+                                                                 "jkonet-star-time-potential"]),
+            "cells_csv": real_section(generated["csv"], solvers=["jkonet-star-potential",
+                                                                 "jkonet-star-linear-potential"],
+                                      time_column="day", seeds=[0, 1]),
+        },
+    )
+    (workdir / "real.yaml").write_text(yaml.safe_dump(config))
+    result = run(workdir, "real.yaml", "--cores", "2", "rna", "datasets")
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert not re.search(RNA_MESSAGE, result.stderr)
+    return workdir
+
+
+def test_rna_path_runs_on_a_trajectorynet_file(realdata_run):
+    table = pd.read_csv(realdata_run / "results/tables/rna.csv")
+    ours = table[table.solver == "jkonet-star-time-potential"].set_index("statistic")
+    assert {"over time steps, seed 0", "over seed means"} <= set(ours.index)
+    assert np.isfinite(ours.loc["over time steps, seed 0", "emd_mean"])
+    assert ours.loc["over time steps, seed 0", "n"] == 2  # 3 snapshots, 2 transitions
+    published = table[table.statistic == "published"]
+    assert {"TrajectoryNet", "OT-CFM", "DMSB", "JKOnet"} <= set(published.algorithm)
+    assert published.source.str.len().min() > 0
+    assert 0.623 in published.emd_mean.round(3).tolist()
+    for name in ("rna.png", "rna.pdf"):
+        assert (realdata_run / "results/figures" / name).stat().st_size > 10_000
+    population = np.load(realdata_run / "results/datasets/rna/population.npz")
+    assert population["x"].shape == (210, 5)  # first 5 of 10 PCs
+    np.testing.assert_allclose(population["x"].std(axis=0), 1.0, rtol=1e-5)  # standardised over all cells
+    assert population["time_values"].tolist() == [0, 3, 6]
+
+
+def test_user_datasets_write_metrics_tables_and_figures(realdata_run):
+    for name, solvers, seeds in (("cells_npz", {"jkonet-star-potential", "jkonet-star-time-potential"}, {0}),
+                                 ("cells_csv", {"jkonet-star-potential", "jkonet-star-linear-potential"}, {0, 1})):
+        table = pd.read_csv(realdata_run / f"results/tables/datasets/{name}.csv")
+        w1 = table[table.metric == "w1_mean"]
+        assert set(w1.solver) == solvers and set(w1.seed) == seeds
+        assert np.all(np.isfinite(w1.value))
+        for run_dir in (realdata_run / "results/datasets" / name).glob("seed~*/solver~*"):
+            for figure in ("predictions.png", "levels.png"):
+                assert (run_dir / figure).stat().st_size > 5_000
+    summary = yaml.safe_load((realdata_run / "results/datasets/cells_csv/seed~0/couplings.json").read_text())
+    assert summary["split_by"] == "population" and summary["block_size"] is None
+    assert summary["min_det"] == 0.0 and set(summary["components_per_snapshot"].values()) == {2}
+
+
+def test_rna_directory_form_runs(tmp_path, generated):
+    workdir = copy_checkout(tmp_path)
+    (workdir / "real.yaml").write_text(yaml.safe_dump(tiny_config(rna=real_section("data/eb_rna_pca5"))))
+    result = run(workdir, "real.yaml", "--cores", "2", "rna", "--config", f"rna_path={generated['directory']}")
+    assert result.returncode == 0, result.stderr[-6000:]
+    table = pd.read_csv(workdir / "results/tables/rna.csv")
+    assert np.isfinite(table.loc[table.statistic == "over seed means", "emd_mean"]).all()
+    assert (workdir / "results/figures/rna.png").is_file()
+
+
+def test_missing_rna_data_is_one_message_and_the_rest_still_plans(tmp_path):
+    workdir = copy_checkout(tmp_path)
+    assert not (workdir / "data/eb_rna_pca5").exists()
+    result = run(workdir, "config/config.yaml", "--dry-run", "--quiet", "rules")
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if re.search(RNA_MESSAGE, line)]
+    assert len(lines) == 1, output[-4000:]
+    assert "data/eb_rna_pca5" in lines[0] and "rna_path" in lines[0] and "eb_velocity_v5.npz" in lines[0]
+    assert "train" in output and "dataset_train" not in output and "rna_table" not in output
+    assert (workdir / "data/eb_rna_pca5").exists() is False
+    explicit = run(workdir, "config/config.yaml", "--dry-run", "--quiet", "rules", "--", "rna")
+    assert explicit.returncode == 0  # `rna` alone plans only its empty target rule
+    assert "dataset_train" not in explicit.stdout + explicit.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c, f: c["datasets"].update(x=real_section(f["npz"].with_name("absent.npz"))),
+         r"invalid config setting datasets\.x\.path: .*absent\.npz not found"),
+        (lambda c, f: c["datasets"].update(x=real_section(f["trajectorynet"].with_name("wide.npz"),
+                                                          solvers=["jkonet-star-linear-potential"])),
+         r"invalid config setting datasets\.x\.solvers: linear solver 'jkonet-star-linear-potential' cannot run"),
+        (lambda c, f: c["rna"].update(baselines=["jkonet"]),
+         r"invalid config setting rna\.baselines: \['jkonet'\] are not available"),
+        (lambda c, f: c["datasets"].update(x=real_section(f["npz"], solvers=["jkonet-star"])),
+         r"invalid config setting datasets\.x\.solvers: solver 'jkonet-star' has no hyper-parameters"),
+        (lambda c, f: c["datasets"].update(rna=real_section(f["npz"])),
+         r"invalid config setting datasets"),
+    ],
+    ids=["missing-file", "linear-in-d20", "baselines", "solver-without-settings", "reserved-name"],
+)
+def test_bad_real_data_settings_fail_before_any_job(tmp_path, generated, change, message):
+    np.savez(generated["trajectorynet"].with_name("wide.npz"), X=np.zeros((20, 20)), t=np.repeat([0, 1], 10))
+    workdir = copy_checkout(tmp_path)
+    config = tiny_config(rna=real_section(generated["trajectorynet"]), datasets={})
+    change(config, generated)
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = run(workdir, "bad.yaml", "--cores", "1")
+    assert result.returncode != 0
+    assert re.search(message, result.stdout + result.stderr), (result.stdout + result.stderr)[-3000:]
+    assert not (workdir / "results").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not RNA_SHARED.is_dir(), reason="shared embryoid-body data not present")
+def test_rna_on_the_shared_embryoid_body_data(tmp_path):
+    workdir = copy_checkout(tmp_path)
+    config = tiny_config(rna=real_section("data/eb_rna_pca5", density={"n_components": 10, "min_det": 1e-4},
+                                          training={"epochs": 10, "batch_size": 250, "hidden": [64, 64]}))
+    (workdir / "real.yaml").write_text(yaml.safe_dump(config))
+    result = run(workdir, "real.yaml", "--cores", "2", "rna", "--config", f"rna_path={RNA_SHARED}")
+    assert result.returncode == 0, result.stderr[-6000:]
+    table = pd.read_csv(workdir / "results/tables/rna.csv")
+    seed0 = table[table.statistic == "over time steps, seed 0"].iloc[0]
+    assert seed0.n == 4 and 0.3 < seed0.emd_mean < 1.5  # 100 epochs give about 0.61 (paper 0.623)
+    summary = yaml.safe_load((workdir / "results/datasets/rna/seed~0/couplings.json").read_text())
+    assert summary["n_train"] + summary["n_test"] == 16819
+    assert min(summary["components_per_snapshot"].values()) >= 1  # the paper's 1e-4 keeps some of each
+
+
+@pytest.mark.skipif(not TIGON.is_dir(), reason="shared TIGON data not present")
+@pytest.mark.parametrize("name", ["emt", "lineage", "bifurcation"])
+def test_pipeline_stages_on_tigon_data(name, key):
+    population = data.load_population(TIGON / f"{name}.npz")
+    prepared = pipeline.prepare_training_data(population, 0, test_ratio=0.4, split_by="population",
+                                              pairing="unpaired", block_size=None, n_components=10, min_det=0.0)
+    assert set(prepared.summary["components_per_snapshot"].values()) == {10}
+    spec = models.get_solver("jkonet-star-time-potential")
+    result = pipeline.train(spec, prepared.train, prepared.x_test, prepared.t_test, 0, epochs=3, batch_size=250,
+                            eval_every=3, hidden=(16, 16))
+    assert result.status == "ok"
+    scores = pipeline.evaluate(result.params, spec, prepared.x_test, prepared.t_test, 0)
+    assert len(scores["w1_per_step"]) == len(population["time_values"]) - 1
+    assert np.all(np.isfinite(scores["w1_per_step"]))
+
+
+def test_paper_threshold_on_small_scale_data_fails_loudly():
+    """The absolute determinant threshold drops every component of data at a small scale: an error, not silence."""
+    x, t = drifting_clouds(np.random.default_rng(1), [100, 100], 5, scale=0.01)
+    with pytest.raises(ValueError, match="drops every Gaussian-mixture component"):
+        pipeline.prepare_training_data({"x": x.astype(np.float32), "t": t // 3}, 0, test_ratio=0.4,
+                                       split_by="population", block_size=None, n_components=3, min_det=1e-4)
+
+
+def test_rna_figure_and_potential_panels_layout():
+    rng = np.random.default_rng(0)
+    observed = [rng.normal(size=(30, 5)) for _ in range(3)]
+    grid_x, grid_y = np.meshgrid(np.linspace(-2, 2, 10), np.linspace(-2, 2, 10))
+    potentials = {1: grid_x**2, 2: grid_y**2}
+    fig = plots.rna_figure(observed, observed[:2], grid_x, grid_y, potentials, time_names=["a", "b", "c"])
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 5 + 3  # 3 snapshots + 2 interpolations; overlay + 2 times
+    with pytest.raises(ValueError, match="3 snapshots need 2 interpolations"):
+        plots.rna_figure(observed, observed, grid_x, grid_y, potentials, time_names=["a", "b", "c"])
+    fig = plots.potential_panels(grid_x, grid_y, [grid_x, None], titles=["t = 1", "t = 2"], points=[observed[0], None])
+    assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 2
+    low, high = plots.data_window(observed[0][:, :1])
+    assert low.shape == high.shape == (2,) and low[1] == -1.0
+
+
+def test_config_files_point_rna_at_the_git_ignored_location():
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/eb_rna_pca5/data.npy"], cwd=ROOT)
+    assert ignored.returncode == 0, "data/ must be git-ignored: the RNA data may not be committed"
+    for name in ("config.yaml", "paper.yaml"):
+        config = yaml.safe_load((ROOT / "config" / name).read_text())
+        assert config["rna"]["path"] == "data/eb_rna_pca5"
+        assert config["rna"]["solvers"] == ["jkonet-star-time-potential"]
+        assert config["rna"]["test_ratio"] == 0.4 and config["rna"]["couplings"]["block_size"] is None
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    assert paper["rna"]["seeds"] == [0, 1, 2, 3, 4] and paper["rna"]["training"]["epochs"] == 100
+    assert paper["rna"]["density"] == {"n_components": 10, "min_det": 1e-4}
+
+
+def test_time_potential_settings_are_the_papers():
+    paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["solvers"]["jkonet-star-time-potential"]
+    assert paper["batch_size"] == 250 and paper["learning_rate"] == 1e-3 and paper["hidden"] == [64, 64]
+    assert paper["epochs"] == 100
