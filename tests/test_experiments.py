@@ -44,13 +44,14 @@ def test_paper_config_plans_the_paper_grids_within_a_minute(tmp_path):
     exp1_solvers = len(yaml.safe_load((ROOT / "config/paper.yaml").read_text())["experiments"]["exp1"]["solvers"])
     counts, seconds = job_counts(workdir, "config/paper.yaml")
     # Datasets: Exp. 4.1 15 (shared by the ablation's exact and the pairing's paired runs), Exp. 4.2
-    # 15 potentials x 5 d x 5 N = 375, Exp. 4.3 15 potentials x 14 interactions x 3 betas = 630.
-    assert counts["simulate"] == 15 + 375 + 630
-    # Coupled data: one per dataset, plus 15 x 3 Sinkhorn epsilons and 15 unpaired.
-    assert counts["couplings"] == 15 + 375 + 630 + 45 + 15
+    # 15 potentials x 5 d x 5 N = 375, Exp. 4.3 15 potentials x 14 interactions x 3 betas = 630, pairing
+    # 15 at N = 4000 (two coupling blocks).
+    assert counts["simulate"] == 15 + 375 + 630 + 15
+    # Coupled data: one per dataset, plus 15 x 3 Sinkhorn epsilons, 15 unpaired at N = 2000 and 15 x 2 at 4000.
+    assert counts["couplings"] == 15 + 375 + 630 + 45 + 15 + 30
     # Runs: Exp. 4.1 15 potentials x its solvers, Exp. 4.2 375, Exp. 4.3 630 x 2 solvers = 1260, ablation 45
-    # Sinkhorn runs, pairing 15 unpaired x 2 solvers.
-    assert counts["train"] == counts["evaluate"] == 15 * exp1_solvers + 375 + 1260 + 45 + 30
+    # Sinkhorn runs, pairing 15 unpaired x 2 solvers at N = 2000 and 15 x 2 pairings x 2 solvers at 4000.
+    assert counts["train"] == counts["evaluate"] == 15 * exp1_solvers + 375 + 1260 + 45 + 30 + 60
     assert {rule: counts[rule] for rule in ("table", "recovery", "all")} == {"table": 5, "recovery": 1, "all": 1}
     assert all(counts[f"figure_{name}"] == 1 for name in ("exp1", *FIGURES))
     assert seconds < 60, f"planning the paper DAG took {seconds:.0f} s"
@@ -58,7 +59,7 @@ def test_paper_config_plans_the_paper_grids_within_a_minute(tmp_path):
 
 @pytest.mark.parametrize(
     "target, runs",
-    [("exp2", 375), ("exp3", 1260), ("ablation", 60), ("pairing", 60)],
+    [("exp2", 375), ("exp3", 1260), ("ablation", 60), ("pairing", 120)],
 )
 def test_each_experiment_has_a_target_rule_with_its_paper_grid(tmp_path, target, runs):
     workdir = copy_checkout(tmp_path)
