@@ -250,6 +250,13 @@ def predict_options(wildcards):
     return {"step": hp["predict_step"], "inner_steps": hp["inner_steps"], "inner_learning_rate": hp["inner_learning_rate"]}
 
 
+def experiment_solvers(name):
+    """Returns the solvers of experiment ``name``: its grid's, then those only its subsets use."""
+    grid = config["experiments"][name]
+    subsets = [solver for subset in grid.get("subsets", []) for solver in subset["solvers"]]
+    return list(dict.fromkeys(grid["solvers"] + subsets))
+
+
 def solver_hp(wildcards):
     """Per-job slice of the config: the hyper-parameters of this run's solver."""
     return config_slice("solvers", wildcards.solver)

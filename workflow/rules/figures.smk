@@ -44,7 +44,7 @@ rule figure_exp1:
     params:
         grid=lambda w: config_slice("experiments", "exp1"),
         data=config_slice("data"),
-        solvers=lambda w: config_slice("solvers", keys=config["experiments"]["exp1"]["solvers"]),
+        solvers=lambda w: config_slice("solvers", keys=experiment_solvers("exp1")),
     log:
         "results/logs/figure_exp1/exp1.log",
     threads: 1

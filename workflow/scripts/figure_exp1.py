@@ -3,6 +3,7 @@
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,18 +33,26 @@ def listing(values):
 
 
 grid, data, solvers = snakemake.params.grid, snakemake.params.data, snakemake.params.solvers
-mlp = {name: hp for name, hp in solvers.items() if "linear" not in name}
+subset_note = "".join(
+    f"; {', '.join(plots.solver_label(s) for s in subset['solvers'])} on {listing(subset['potentials'])} only"
+    for subset in grid.get("subsets", [])
+)
 training = "; ".join(
     f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}, "
     f"W1 every {hp['eval_every']}"
-    for name, hp in mlp.items()
+    for name, hp in solvers.items()
+    if "linear" not in name
 )
-caption = (
-    f"N = {listing(grid['n_particles'])} particles per snapshot, {data['test_ratio']:g} held out by "
-    f"{data['split_by']}; d = {listing(grid['dims'])}; T = {data['n_steps']} steps of dt = {data['dt']:g}; "
-    f"interaction {listing(grid['interactions'])}, beta {listing(grid['betas'])}; seeds {listing(grid['seeds'])}.\n"
-    f"{training}; linear solvers: one closed-form solve. EMD = one-step-ahead W1 on the test split, "
-    "mean over the time steps; markers: mean over seeds, bars: min-max over seeds."
+caption = "\n".join(
+    textwrap.wrap(
+        f"N = {listing(grid['n_particles'])} particles per snapshot, {data['test_ratio']:g} held out by "
+        f"{data['split_by']}; d = {listing(grid['dims'])}; T = {data['n_steps']} steps of dt = {data['dt']:g}; "
+        f"interaction {listing(grid['interactions'])}, beta {listing(grid['betas'])}; "
+        f"seeds {listing(grid['seeds'])}{subset_note}. {training}; linear solvers: one closed-form solve. "
+        "EMD = one-step-ahead W1 on the test split, mean over the time steps; markers: mean over seeds, "
+        "bars: min-max over seeds.",
+        width=170,
+    )
 )
 
 table = pd.read_csv(snakemake.input.table)
@@ -52,7 +61,7 @@ fig = plots.figure3(
     table,
     history,
     potential_order=grid["potentials"],
-    solver_order=grid["solvers"],
+    solver_order=list(solvers),
     caption=caption,
 )
 for path, kind in ((snakemake.output.png, "png"), (snakemake.output.pdf, "pdf")):
