@@ -178,7 +178,7 @@ def predictions_vs_observed(
     n_steps = len(observed)
     labels = list(target_labels) if target_labels is not None else list(range(1, n_steps + 1))
     fig, axes = plt.subplots(
-        1, max(n_steps, 1), figsize=(2.9 * max(n_steps, 1) + 0.6, 3.4), sharex=True, sharey=True,
+        1, max(n_steps, 1), figsize=(2.9 * max(n_steps, 1) + 0.6, 4.0), sharex=True, sharey=True,
         layout="constrained", squeeze=False,
     )
     axes = axes[0]

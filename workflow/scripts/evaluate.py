@@ -73,7 +73,7 @@ predicted = [predict(jax.random.fold_in(key_eval, int(source)), observed[i], int
 
 def save_figure(fig, path):
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     plt.close(fig)
 
 

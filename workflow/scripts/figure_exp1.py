@@ -33,6 +33,7 @@ def listing(values):
 
 
 grid, data, solvers = snakemake.params.grid, snakemake.params.data, snakemake.params.solvers
+order = list(dict.fromkeys(grid["solvers"] + [s for subset in grid.get("subsets", []) for s in subset["solvers"]]))
 subset_note = "".join(
     f"; {', '.join(plots.solver_label(s) for s in subset['solvers'])} on {listing(subset['potentials'])} only"
     for subset in grid.get("subsets", [])
@@ -40,7 +41,7 @@ subset_note = "".join(
 training = "; ".join(
     f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}, "
     f"W1 every {hp['eval_every']}"
-    for name, hp in solvers.items()
+    for name, hp in ((name, solvers[name]) for name in order)
     if "linear" not in name
 )
 caption = "\n".join(
@@ -61,7 +62,7 @@ fig = plots.figure3(
     table,
     history,
     potential_order=grid["potentials"],
-    solver_order=list(solvers),
+    solver_order=order,
     caption=caption,
 )
 for path, kind in ((snakemake.output.png, "png"), (snakemake.output.pdf, "pdf")):
