@@ -12,10 +12,6 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
-import ot
-from ott.geometry import pointcloud
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import sinkhorn
 
 __all__ = [
     "Couplings",
@@ -68,6 +64,8 @@ def exact_plan(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
         RuntimeError: if the simplex stops before optimality (1e6 iterations) or reports infeasibility.
     """
     x0, x1 = _as_cloud_pair(x0, x1)
+    import ot  # POT imports scikit-learn (~1 s): train and evaluate jobs never need it
+
     cost = ot.dist(x0, x1, metric="sqeuclidean")
     plan, log = ot.emd(ot.unif(len(x0)), ot.unif(len(x1)), cost, numItermax=_EMD_MAX_ITERATIONS, log=True)
     if log["result_code"] != _POT_OPTIMAL:
@@ -116,6 +114,11 @@ def sinkhorn_plan(
 
 @jax.jit(static_argnames=("threshold", "max_iterations"))
 def _solve_sinkhorn(x0, x1, epsilon, *, threshold, max_iterations):
+    # ott-jax imports in ~2 s: only entropic couplings pay for it.
+    from ott.geometry import pointcloud
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import sinkhorn
+
     geometry = pointcloud.PointCloud(x0, x1, epsilon=epsilon)
     solver = sinkhorn.Sinkhorn(threshold=threshold, max_iterations=max_iterations)
     out = solver(linear_problem.LinearProblem(geometry))

@@ -15,8 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
-from sklearn import mixture
-from threadpoolctl import threadpool_limits
 
 if TYPE_CHECKING:
     from jkonetstar.couplings import Couplings
@@ -81,6 +79,9 @@ def fit_gaussian_mixture(
         raise ValueError(f"min_det must be >= 0, got {min_det!r}")
     # One thread: a snapshot is small, and OpenMP/BLAS threads busy-waiting on a loaded machine (parallel
     # workflow jobs) slowed a 1000-point fit from 0.1 s to several seconds.
+    from sklearn import mixture  # ~1 s to import: only the couplings stage fits mixtures
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=1):
         fitted = mixture.GaussianMixture(
             n_components=int(n_components), covariance_type="full", random_state=seed

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
-import ot
 from jax import Array
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
@@ -58,6 +57,8 @@ def wasserstein1(x: np.ndarray, y: np.ndarray) -> float:
         cost = cdist(x, y)
         rows, cols = linear_sum_assignment(cost)
         return float(cost[rows, cols].mean())
+    import ot  # POT imports scikit-learn (~1 s); only unequal or weighted clouds need it
+
     cost = ot.dist(x, y, metric="euclidean")
     value, log = ot.emd2(ot.unif(len(x)), ot.unif(len(y)), cost, numItermax=_EMD_MAX_ITERATIONS, log=True)
     if log["result_code"] != _POT_OPTIMAL:
