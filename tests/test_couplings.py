@@ -6,7 +6,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment, linprog
 
 from jkonetstar import couplings
-from jkonetstar.couplings import Couplings, couple, exact_plan, sinkhorn_plan, sparsify
+from jkonetstar.couplings import Couplings, SparsifyWarning, couple, exact_plan, sinkhorn_plan, sparsify
 from jkonetstar.io import load_npz, save_npz
 
 
@@ -136,6 +136,36 @@ def test_sparsify_keeps_entries_above_threshold_and_raises_when_none_survive():
     np.testing.assert_array_equal(kept.time, [3, 3])
     with pytest.raises(ValueError, match=r"no plan entry into snapshot 2 exceeds the sparsification threshold"):
         sparsify(np.full((4, 4), 1 / 16 / 4), x0, x1, label=2)
+
+
+def test_relaxed_sparsify_halves_the_threshold_until_an_entry_passes():
+    # Threshold 1/40 = 0.025. Largest entries 0.01 (two of them), 0.005 elsewhere: 0.025 / 2 / 2 = 0.00625 is the
+    # first halving (2 of them) below 0.01 and above 0.005, so exactly the two largest entries survive.
+    x0 = np.arange(8, dtype=np.float32).reshape(4, 2)
+    x1 = x0 + 1
+    plan = np.full((4, 4), 0.005)
+    plan[1, 2] = plan[3, 0] = 0.01
+    with pytest.warns(SparsifyWarning, match=r"halved 2 times, 0.025 -> 0.00625, keeping 2 of 16 entries"):
+        kept = sparsify(plan, x0, x1, label=4, relax=True)
+    np.testing.assert_array_equal(kept.source, x0[[1, 3]])
+    np.testing.assert_array_equal(kept.target, x1[[2, 0]])
+    np.testing.assert_array_equal(kept.weight, [0.01, 0.01])
+    with pytest.raises(ValueError, match=r"couplings.sparsify_relax"):
+        sparsify(plan, x0, x1, label=4)
+    with pytest.raises(ValueError, match="too diffuse"):
+        sparsify(np.zeros((4, 4)), x0, x1, label=4, relax=True)
+
+
+def test_diffuse_sinkhorn_couplings_relax_with_a_warning_and_keep_unit_mass():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 2)) * 0.1  # a tight cloud: at epsilon = 10 the plan is nearly uniform, 1/900 < 1/300
+    t = np.repeat([0, 1], 30)
+    with pytest.raises(ValueError, match="too diffuse"):
+        couple(x, t, method="sinkhorn", epsilon=10.0)
+    with pytest.warns(SparsifyWarning):
+        pairs, _ = couple(x, t, method="sinkhorn", epsilon=10.0, sparsify_relax=True)
+    assert len(pairs.source) > 0
+    np.testing.assert_allclose(pairs.weight.sum(), 1.0, rtol=1e-5)
 
 
 def test_sinkhorn_plan_has_uniform_marginals():

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from matplotlib.collections import PathCollection
 
-from jkonetstar import plots
+from jkonetstar import figures, plots
 
 POTENTIALS = ["styblinski_tang", "flowers", "flat"]
 SOLVERS = ["jkonet-star-potential", "jkonet-star-linear-potential"]
@@ -89,14 +89,14 @@ def test_predictions_vs_observed_rejects_mismatched_steps():
 def test_convergence_ratio_is_min_max_normalised_within_each_run():
     history = pd.DataFrame(dict(potential="p", solver=["a", "a", "a", "b"], seed=0, epoch=[10, 20, 30, 1],
                                 w1=[0.5, 0.3, 0.1, 0.7]))
-    ratio = plots.convergence_ratio(history, ["potential", "solver", "seed"])
+    ratio = figures.convergence_ratio(history, ["potential", "solver", "seed"])
     np.testing.assert_allclose(ratio[ratio.solver == "a"]["ratio"], [1.0, 0.5, 0.0])
     np.testing.assert_allclose(ratio[ratio.solver == "b"]["ratio"], [0.0])
 
 
 def test_figure3_panels_normalisation_and_nan_row():
     table, history = synthetic_results()
-    fig = plots.figure3(table, history, potential_order=POTENTIALS, caption="settings")
+    fig = figures.figure3(table, history, potential_order=POTENTIALS, caption="settings")
     ax_nan, ax_emd, ax_conv, ax_time = fig.axes
     assert len(fig.axes) == 4
     assert [t.get_text() for t in ax_nan.get_yticklabels()] == ["NaN"]
@@ -122,7 +122,7 @@ def test_figure3_panels_normalisation_and_nan_row():
 def test_figure3_draws_exact_zero_hollow_at_floor():
     table, history = synthetic_results(diverged=(), seeds=(0,))
     table.loc[(table.potential == "flat") & (table.solver == SOLVERS[1]) & (table.metric == "w1_mean"), "value"] = 0.0
-    fig = plots.figure3(table, history)
+    fig = figures.figure3(table, history)
     ax_emd = fig.axes[1]
     hollow = [c for c in ax_emd.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
     assert len(hollow) == 1

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from jkonetstar import data, models, pipeline, plots
+from jkonetstar import data, figures, models, pipeline, plots
 from snakemake_runs import ROOT, TINY_CONFIG, copy_checkout, snakemake_command, snakemake_env
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-data"
@@ -229,11 +229,11 @@ def test_rna_figure_and_potential_panels_layout():
     observed = [rng.normal(size=(30, 5)) for _ in range(3)]
     grid_x, grid_y = np.meshgrid(np.linspace(-2, 2, 10), np.linspace(-2, 2, 10))
     potentials = {1: grid_x**2, 2: grid_y**2}
-    fig = plots.rna_figure(observed, observed[:2], grid_x, grid_y, potentials, time_names=["a", "b", "c"])
+    fig = figures.rna_figure(observed, observed[:2], grid_x, grid_y, potentials, time_names=["a", "b", "c"])
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == 5 + 3  # 3 snapshots + 2 interpolations; overlay + 2 times
     with pytest.raises(ValueError, match="3 snapshots need 2 interpolations"):
-        plots.rna_figure(observed, observed, grid_x, grid_y, potentials, time_names=["a", "b", "c"])
+        figures.rna_figure(observed, observed, grid_x, grid_y, potentials, time_names=["a", "b", "c"])
     fig = plots.potential_panels(grid_x, grid_y, [grid_x, None], titles=["t = 1", "t = 2"], points=[observed[0], None])
     assert len([ax for ax in fig.axes if ax.get_label() != "<colorbar>"]) == 2
     low, high = plots.data_window(observed[0][:, :1])

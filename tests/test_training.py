@@ -84,7 +84,6 @@ def test_later_epochs_do_not_retrace(runs):
 
 
 def test_jitted_epoch_is_not_retraced_for_new_keys_or_data():
-    data = _data()
     optimizer = make_optimizer(1e-3)
     params = init_params(jax.random.key(1), POTENTIAL, 2, HIDDEN)
     count = {"n": 0}

@@ -64,7 +64,7 @@ def test_paper_config_plans_the_figure3_grid(tmp_path):
         "train": runs,
         "evaluate": runs,
         "table": 1,
-        "figure_exp1": 1,
+        "figure": 1,
         "exp1": 1,
     }
 
@@ -122,20 +122,20 @@ def test_touch_reruns_nothing_and_edits_rerun_only_their_stage(tiny_run, tmp_pat
     assert planned_jobs(workdir) == {}
 
     library.write_text(library.read_text() + "\n# an edit\n")
-    assert planned_jobs(workdir) == {"train": 4, "evaluate": 4, "table": 1, "figure_exp1": 1, "all": 1}
+    assert planned_jobs(workdir) == {"train": 4, "evaluate": 4, "table": 1, "figure": 1, "all": 1}
     library.write_text(library.read_text().removesuffix("\n# an edit\n"))
 
     config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
     config["solvers"]["jkonet-star-potential"]["learning_rate"] = 0.01
     (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
     assert planned_jobs(workdir, config="changed.yaml") == {
-        "train": 2, "evaluate": 2, "table": 1, "figure_exp1": 1, "all": 1
+        "train": 2, "evaluate": 2, "table": 1, "figure": 1, "all": 1
     }
 
     simulator = workdir / "src/jkonetstar/simulate.py"
     simulator.write_text(simulator.read_text() + "\n# an edit\n")
     assert planned_jobs(workdir) == {
-        "simulate": 2, "couplings": 2, "train": 4, "evaluate": 4, "table": 1, "figure_exp1": 1, "all": 1
+        "simulate": 2, "couplings": 2, "train": 4, "evaluate": 4, "table": 1, "figure": 1, "all": 1
     }
 
 

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     cpl.add_argument("--method", choices=["exact", "sinkhorn"], default="exact")
     cpl.add_argument("--epsilon", type=float, default=None)
     cpl.add_argument("--block-size", type=int, default=1000)
+    cpl.add_argument("--sparsify-relax", action="store_true",
+                     help="halve the 1/(10 n) threshold of a diffuse plan until entries pass, instead of failing")
     cpl.add_argument("--n-components", type=int, default=10)
     cpl.add_argument("--seed", type=int, default=0)
     cpl.add_argument("--out-train", required=True)
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             population = load_npz(args.population, required=("x", "t"))
             prepared = pipeline.prepare_training_data(
                 population, args.seed, test_ratio=args.test_ratio, split_by=args.split_by, pairing=args.pairing,
-                method=args.method, epsilon=args.epsilon, block_size=args.block_size, n_components=args.n_components)
+                method=args.method, epsilon=args.epsilon, block_size=args.block_size, n_components=args.n_components,
+                sparsify_relax=args.sparsify_relax)
             prepared.train.save(args.out_train)
             save_npz(args.out_test, x=prepared.x_test, t=prepared.t_test)
             print(json.dumps(prepared.summary))

@@ -8,6 +8,7 @@ Euclidean cost c(x, y) = ||x - y||^2 (so the plan is the W2 plan; its cost is no
 from __future__ import annotations
 
 import time as _time
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -15,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "Couplings",
+    "SparsifyWarning",
     "exact_plan",
     "sinkhorn_plan",
     "sparsify",
@@ -125,39 +127,63 @@ def _solve_sinkhorn(x0, x1, epsilon, *, threshold, max_iterations):
     return out.matrix, out.converged
 
 
-def sparsify(plan: np.ndarray, x0: np.ndarray, x1: np.ndarray, label: int) -> Couplings:
+def sparsify(plan: np.ndarray, x0: np.ndarray, x1: np.ndarray, label: int, *, relax: bool = False) -> Couplings:
     """Returns the plan entries with weight > 1 / (10 max(n0, n1)) as coupling rows.
 
     The threshold assumes a plan of total mass 1 (uniform marginals: an entry of a permutation plan
-    is 1 / n). Kept weights are the raw plan entries; :func:`couple` rescales them.
+    is 1 / n). Kept weights are the raw plan entries; :func:`couple` rescales them. A diffuse plan
+    (Sinkhorn with a large epsilon) may have no entry above it: by default that is an error; with
+    ``relax=True`` the threshold is halved until some entry passes, as the paper's code does, and a
+    :class:`SparsifyWarning` says how far it went.
 
     Args:
         plan: transport plan, shape ``[n0, n1]``.
         x0: source points, shape ``[n0, d]``.
         x1: target points, shape ``[n1, d]``.
         label: snapshot label of the targets ``x1``, stored in ``time``.
+        relax: halve the threshold until an entry passes instead of raising.
 
     Raises:
-        ValueError: if no entry passes the threshold (it is never relaxed).
+        ValueError: if no entry passes the threshold and ``relax`` is False, or the plan has no
+            positive entry.
     """
     plan = np.asarray(plan)
     n0, n1 = plan.shape
     if len(x0) != n0 or len(x1) != n1:
         raise ValueError(f"plan of shape {plan.shape} does not match {len(x0)} sources and {len(x1)} targets")
-    threshold = 1.0 / (10 * max(n0, n1))
-    rows, cols = np.nonzero(plan > threshold)
-    if rows.size == 0:
-        raise ValueError(
-            f"no plan entry into snapshot {label} exceeds the sparsification threshold "
-            f"1/(10*max({n0}, {n1})) = {threshold:.3g} (largest entry {plan.max():.3g}); "
-            "the plan is too diffuse: use the exact plan or a smaller epsilon"
+    threshold = start = 1.0 / (10 * max(n0, n1))
+    largest = float(plan.max()) if plan.size else 0.0
+    if largest <= threshold:
+        if not relax or not largest > 0:
+            raise ValueError(
+                f"no plan entry into snapshot {label} exceeds the sparsification threshold "
+                f"1/(10*max({n0}, {n1})) = {threshold:.3g} (largest entry {largest:.3g}); "
+                "the plan is too diffuse: use the exact plan or a smaller epsilon"
+                + ("" if relax else ", or let the threshold relax (couplings.sparsify_relax: true)")
+            )
+        halvings = 0
+        while not largest > threshold:
+            halvings += 1
+            threshold = start / 2**halvings
+        rows, cols = np.nonzero(plan > threshold)
+        warnings.warn(
+            f"plan into snapshot {label} is diffuse: sparsification threshold halved {halvings} times, "
+            f"{start:.3g} -> {threshold:.3g}, keeping {rows.size} of {plan.size} entries",
+            SparsifyWarning,
+            stacklevel=2,
         )
+    else:
+        rows, cols = np.nonzero(plan > threshold)
     return Couplings(
         source=np.asarray(x0)[rows],
         target=np.asarray(x1)[cols],
         time=np.full(rows.size, label, dtype=np.int32),
         weight=plan[rows, cols],
     )
+
+
+class SparsifyWarning(UserWarning):
+    """A plan had nothing above the sparsification threshold, which was relaxed (``relax=True``)."""
 
 
 def couple(
@@ -171,6 +197,7 @@ def couple(
     rng: np.random.Generator | None = None,
     sinkhorn_threshold: float = 1e-3,
     sinkhorn_max_iterations: int = 2000,
+    sparsify_relax: bool = False,
 ) -> tuple[Couplings, list[float]]:
     """Returns sparse OT couplings between every pair of consecutive snapshots, and the time per pair.
 
@@ -196,6 +223,8 @@ def couple(
         rng: NumPy generator for the ``"unpaired"`` shuffles; required there.
         sinkhorn_threshold: Sinkhorn marginal-error tolerance.
         sinkhorn_max_iterations: Sinkhorn iteration cap.
+        sparsify_relax: halve the sparsification threshold of a plan with nothing above it (``relax``
+            of :func:`sparsify`, with a warning) instead of raising.
 
     Returns:
         ``(couplings, seconds)``: the concatenated :class:`Couplings` and, per snapshot pair, the
@@ -204,7 +233,7 @@ def couple(
 
     Raises:
         ValueError: bad settings, fewer than two snapshots, or a plan with nothing above the sparsity
-            threshold.
+            threshold (unless ``sparsify_relax``).
         RuntimeError: the exact solver fails, or Sinkhorn does not converge for some block (the message
             names the pair and epsilon; raise ``sinkhorn_max_iterations`` or ``epsilon``).
     """
@@ -237,12 +266,12 @@ def couple(
     for x0, x1, label in zip(snapshots[:-1], snapshots[1:], labels[1:]):
         start = _time.perf_counter()
         pieces.extend(_couple_pair(x0, x1, int(label), method, epsilon, block_size,
-                                   sinkhorn_threshold, sinkhorn_max_iterations))
+                                   sinkhorn_threshold, sinkhorn_max_iterations, sparsify_relax))
         seconds.append(_time.perf_counter() - start)
     return Couplings(*(np.concatenate(field) for field in zip(*pieces))), seconds
 
 
-def _couple_pair(x0, x1, label, method, epsilon, block_size, sinkhorn_threshold, sinkhorn_max_iterations):
+def _couple_pair(x0, x1, label, method, epsilon, block_size, sinkhorn_threshold, sinkhorn_max_iterations, relax):
     n0, n1 = len(x0), len(x1)
     if n0 == n1 and block_size is not None:
         starts = range(0, n0, int(block_size))
@@ -264,7 +293,7 @@ def _couple_pair(x0, x1, label, method, epsilon, block_size, sinkhorn_threshold,
                     f"threshold={sinkhorn_threshold}, max_iterations={sinkhorn_max_iterations}); "
                     "raise sinkhorn_max_iterations or epsilon"
                 )
-        kept = sparsify(plan, b0, b1, label)
+        kept = sparsify(plan, b0, b1, label, relax=relax)
         share = max(len(b0), len(b1)) / n_total
         weight = kept.weight * (share / kept.weight.sum())
         pieces.append(kept._replace(weight=weight.astype(np.float32)))

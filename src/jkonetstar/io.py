@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import platform
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_npz", "load_npz", "save_json", "load_json", "atomic_path"]
+__all__ = ["save_npz", "load_npz", "save_json", "load_json", "atomic_path", "log_to", "share_compilation_cache"]
 
 
 class atomic_path:
@@ -92,3 +95,29 @@ def load_json(path: str | os.PathLike):
         raise ValueError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
+def log_to(path: str | os.PathLike, name: str) -> logging.Logger:
+    """Sends everything this process prints to the file ``path`` and returns a logger ``name`` writing there.
+
+    For a workflow job: Python's ``sys.stdout``/``sys.stderr`` and the file descriptors 1 and 2 (so the
+    messages of XLA and other C/C++ libraries too) are pointed at ``path``, line-buffered, and
+    ``logging`` writes timestamped lines to it at level INFO.
+    """
+    stream = open(path, "w", buffering=1)  # noqa: SIM115  kept open for the life of the process
+    os.dup2(stream.fileno(), 1)
+    os.dup2(stream.fileno(), 2)
+    sys.stdout = sys.stderr = stream
+    logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    return logging.getLogger(name)
+
+
+def share_compilation_cache(directory: str | os.PathLike = ".snakemake/jax-cache") -> None:
+    """Lets the jobs of a workflow reuse each other's compiled XLA programs through JAX's persistent cache.
+
+    Jobs of one stage compile the same programs (same shapes for every potential). The cache lives in
+    ``directory/<host name>``, since compiled code is specific to a CPU. Call it before JAX compiles
+    anything; settings already in the environment (``JAX_COMPILATION_CACHE_DIR``, ...) win.
+    """
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(directory, platform.node()).resolve()))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

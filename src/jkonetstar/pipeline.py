@@ -8,6 +8,7 @@ Snakemake adapters in ``workflow/scripts`` and ``python -m jkonetstar`` share on
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -58,8 +59,8 @@ class Prepared(NamedTuple):
 def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.5, split_by: str = "trajectory",
                           pairing: str = "paired", method: str = "exact", epsilon: float | None = None,
                           block_size: int | None = 1000, sinkhorn_threshold: float = 1e-3,
-                          sinkhorn_max_iterations: int = 2000, n_components: int = 10, min_det: float = 0.0,
-                          floor: float = 1e-5) -> Prepared:
+                          sinkhorn_max_iterations: int = 2000, sparsify_relax: bool = False, n_components: int = 10,
+                          min_det: float = 0.0, floor: float = 1e-5) -> Prepared:
     """Splits ``population``, couples consecutive training snapshots and evaluates densities at the targets.
 
     Args:
@@ -71,9 +72,15 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
     rng_split, rng_pairing = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     (x_train, t_train), (x_test, t_test) = split(rng_split, population["x"], population["t"],
                                                  population.get("particle"), test_ratio=test_ratio, by=split_by)
-    pairs, seconds = couplings_lib.couple(x_train, t_train, method=method, epsilon=epsilon, block_size=block_size,
-                                          pairing=pairing, rng=rng_pairing, sinkhorn_threshold=sinkhorn_threshold,
-                                          sinkhorn_max_iterations=sinkhorn_max_iterations)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", couplings_lib.SparsifyWarning)
+        pairs, seconds = couplings_lib.couple(x_train, t_train, method=method, epsilon=epsilon, block_size=block_size,
+                                              pairing=pairing, rng=rng_pairing, sinkhorn_threshold=sinkhorn_threshold,
+                                              sinkhorn_max_iterations=sinkhorn_max_iterations,
+                                              sparsify_relax=sparsify_relax)
+    relaxed = [str(w.message) for w in caught if issubclass(w.category, couplings_lib.SparsifyWarning)]
+    for w in caught:  # hand every warning on, the relaxed thresholds included (they also go in the summary)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     mixtures = density.fit_per_snapshot(x_train, t_train, n_components=n_components, seed=seed, min_det=min_det)
     rho, grad_rho = density.log_density_gradient_at_targets(mixtures, pairs, floor=floor)
     data = training.TrainingData(
@@ -87,6 +94,7 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
         "n_test": int(len(x_test)),
         "pairs_per_target_snapshot": {str(k): int(c) for k, c in zip(labels, counts)},
         "seconds_per_snapshot_pair": [float(s) for s in seconds],
+        "relaxed_sparsification": relaxed,
         "components_per_snapshot": {str(k): int(len(g.weights)) for k, g in mixtures.items()},
     }
     return Prepared(data, np.asarray(x_test, np.float32), np.asarray(t_test, np.int32),

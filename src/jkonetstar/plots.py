@@ -1,12 +1,13 @@
-"""Figures of the paper from arrays and tidy tables: level curves, one-step predictions, Figure 3.
+"""Pictures of one run from arrays: level curves of true and learned potentials, one-step predictions.
 
-Every function is pure: it takes arrays or pandas DataFrames and returns a new matplotlib
-``Figure`` (Agg backend) that the caller saves and closes. Nothing is read from disk here.
+Every function is pure: it takes arrays and returns a new matplotlib ``Figure`` (Agg backend) that the
+caller saves and closes. Nothing is read from disk here. The figures that aggregate many runs (the
+paper's figures) are in :mod:`jkonetstar.figures`, so that editing them reruns no per-run job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -14,7 +15,6 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = [
@@ -22,21 +22,15 @@ __all__ = [
     "solver_label",
     "level_curves",
     "predictions_vs_observed",
-    "convergence_ratio",
-    "figure3",
-    "RUN_KEYS",
-    "failed_runs",
-    "seed_summary",
-    "exp2_heatmaps",
-    "exp3_figure",
-    "ot_order",
-    "ot_display",
-    "ablation_figure",
-    "pairing_figure",
     "data_window",
+    "shared_levels",
+    "subsample",
+    "xy",
     "potential_panels",
-    "rna_figure",
+    "DATA_COLOR",
+    "PREDICTION_COLOR",
 ]
+
 
 SOLVER_LABELS: dict[str, str] = {
     "jkonet-star": r"JKOnet$^*$",
@@ -53,32 +47,22 @@ SOLVER_LABELS: dict[str, str] = {
 }
 """Legend names: the paper's for the solvers of Figure 3, the same notation for the others."""
 
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h")
+
 _TRUE_COLOR = "#1b7837"
+
+
 _LEARNED_COLOR = "#2166ac"
+
+
+DATA_COLOR = "#1a9850"
+
+
+PREDICTION_COLOR = "#2166ac"
 
 
 def solver_label(name: str) -> str:
     """Returns the legend label of solver ``name`` (the name itself when it has no paper label)."""
     return SOLVER_LABELS.get(name, name)
-
-
-def _solver_styles(solvers: Sequence[str]) -> dict[str, dict]:
-    colors = plt.get_cmap("tab10").colors
-    order = list(SOLVER_LABELS)
-    styles = {}
-    for solver in solvers:
-        i = order.index(solver) if solver in order else len(order) + list(solvers).index(solver)
-        styles[solver] = {"color": colors[i % len(colors)], "marker": _MARKERS[i % len(_MARKERS)]}
-    return styles
-
-
-def _ordered(values: Sequence[str], order: Sequence[str] | None) -> list[str]:
-    present = list(dict.fromkeys(values))
-    if order is None:
-        return present
-    known = [v for v in order if v in present]
-    return known + [v for v in present if v not in known]
 
 
 def _contour_levels(v_true: np.ndarray, v_learned: np.ndarray | None, n_levels: int) -> np.ndarray:
@@ -202,550 +186,6 @@ def predictions_vs_observed(
     return fig
 
 
-def convergence_ratio(histories: pd.DataFrame, run_keys: Sequence[str]) -> pd.DataFrame:
-    """Returns each run's evaluated errors min-max normalised within the run.
-
-    The ratio is ``(e - min e) / (max e - min e)`` over the run's evaluations (0 when they are all
-    equal, e.g. a closed-form solve evaluated once). Diverged evaluations (non-finite) are dropped.
-
-    Args:
-        histories: tidy history, one row per (run, epoch), with columns ``run_keys``, ``epoch`` and ``w1``.
-        run_keys: the columns identifying one run.
-
-    Returns:
-        Columns ``run_keys``, ``epoch``, ``ratio``: one row per finite evaluation.
-    """
-    evaluated = histories[np.isfinite(histories["w1"].to_numpy(dtype=float))]
-    rows = []
-    for key, run in evaluated.groupby(list(run_keys), sort=False):
-        errors = run["w1"].to_numpy(dtype=float)
-        spread = errors.max() - errors.min()
-        ratio = (errors - errors.min()) / spread if spread > 0 else np.zeros_like(errors)
-        frame = pd.DataFrame({"epoch": run["epoch"].to_numpy(), "ratio": ratio})
-        for name, value in zip(run_keys, key if isinstance(key, tuple) else (key,)):
-            frame[name] = value
-        rows.append(frame)
-    if not rows:
-        return pd.DataFrame(columns=[*run_keys, "epoch", "ratio"])
-    return pd.concat(rows, ignore_index=True)[[*run_keys, "epoch", "ratio"]]
-
-
-def _metric(table: pd.DataFrame, metric: str, run_keys: Sequence[str]) -> pd.DataFrame:
-    rows = table[table["metric"] == metric]
-    return rows[[*run_keys, "value"]].rename(columns={"value": metric})
-
-
-def figure3(
-    table: pd.DataFrame,
-    histories: pd.DataFrame,
-    *,
-    potential_order: Sequence[str] | None = None,
-    solver_order: Sequence[str] | None = None,
-    caption: str | None = None,
-    title: str | None = "Training at lightspeed (paper Figure 3)",
-) -> Figure:
-    """Returns the three panels of the paper's Figure 3 built from per-run results.
-
-    Top: final one-step-ahead EMD (W1, mean over the time steps) per potential and solver, divided by
-    the largest finite value of the figure; the mean over seeds is the marker and the min-max over
-    seeds the error bar. Diverged runs sit on a separate "NaN" row. Bottom left: convergence ratio
-    (see ``convergence_ratio``) against epochs, mean and +-1 std over potentials and seeds, starting at
-    (0, 1); a closed-form run (one evaluation) is held at its value to the last epoch; the epoch axis is
-    symmetric-log when the solvers' epoch budgets differ more than 4x. An EMD of exactly
-    0 (e.g. the flat potential learnt in closed form) is drawn hollow, a decade below the smallest
-    positive value. Bottom right:
-    per-run mean time per epoch (compilation excluded), box plot over runs, log axis.
-
-    Args:
-        table: tidy results with columns ``potential``, ``solver``, ``seed``, ``metric``, ``value`` (plus
-            any other run columns); uses metrics ``w1_mean``, ``diverged`` and ``seconds_per_epoch``.
-        histories: tidy training histories with columns ``potential``, ``solver``, ``seed``, ``epoch``, ``w1``.
-        potential_order: x-axis order of the potentials (default: order of appearance).
-        solver_order: legend order of the solvers (default: the paper's, then order of appearance).
-        caption: one line under the figure stating the settings.
-        title: figure title, prefixed to the title of the top panel.
-
-    Returns:
-        The figure; its axes are the NaN row, the EMD panel, the convergence panel and the timing panel.
-    """
-    run_keys = ["potential", "solver", "seed"]
-    solvers = _ordered(table["solver"], solver_order or list(SOLVER_LABELS))
-    potentials = _ordered(table["potential"], potential_order)
-    styles = _solver_styles(solvers)
-
-    runs = _metric(table, "w1_mean", run_keys).merge(_metric(table, "diverged", run_keys), on=run_keys, how="outer")
-    runs["diverged"] = runs["diverged"].fillna(0.0).astype(float) > 0
-    runs.loc[~np.isfinite(runs["w1_mean"].astype(float)), "diverged"] = True
-    finite = runs[~runs["diverged"]]
-    summary = finite.groupby(["potential", "solver"])["w1_mean"].agg(["mean", "min", "max"]).reset_index()
-    scale = float(summary["mean"].max()) if len(summary) else 1.0
-    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
-
-    fig = plt.figure(figsize=(12, 9.0), layout="constrained")
-    grid = fig.add_gridspec(3, 2, height_ratios=[0.35, 2.2, 2.4], width_ratios=[1.35, 1.0])
-    ax_nan = fig.add_subplot(grid[0, :])
-    ax_emd = fig.add_subplot(grid[1, :], sharex=ax_nan)
-    ax_conv = fig.add_subplot(grid[2, 0])
-    ax_time = fig.add_subplot(grid[2, 1])
-
-    positive = summary["mean"][summary["mean"] > 0] / scale
-    zero_level = float(positive.min()) / 10 if len(positive) else 1e-6
-
-    x_of = {p: i for i, p in enumerate(potentials)}
-    width = 0.7
-    offsets = {s: (i - (len(solvers) - 1) / 2) * width / max(len(solvers), 1) for i, s in enumerate(solvers)}
-    for solver in solvers:
-        style = styles[solver]
-        rows = summary[summary["solver"] == solver]
-        x = np.array([x_of[p] for p in rows["potential"]]) + offsets[solver]
-        mean = rows["mean"].to_numpy() / scale
-        spread = np.vstack([mean - rows["min"].to_numpy() / scale, rows["max"].to_numpy() / scale - mean])
-        zero = mean <= 0
-        ax_emd.errorbar(x[~zero], mean[~zero], yerr=spread[:, ~zero] if np.any(spread > 0) else None,
-                        fmt=style["marker"], color=style["color"], ms=7, mec="black", mew=0.5, capsize=2, lw=1,
-                        label=solver_label(solver))
-        ax_emd.scatter(x[zero], np.full(zero.sum(), zero_level), marker=style["marker"], s=45,
-                       facecolors="none", edgecolors=style["color"], linewidths=1.2)
-        failed = runs[runs["diverged"] & (runs["solver"] == solver)].drop_duplicates(["potential"])
-        ax_nan.scatter(np.array([x_of[p] for p in failed["potential"]]) + offsets[solver],
-                       np.zeros(len(failed)), marker=style["marker"], color=style["color"], s=45,
-                       edgecolors="black", linewidths=0.5)
-    ax_emd.set_yscale("log")
-    ax_emd.set_ylabel("final one-step EMD / largest")
-    if np.any(summary["mean"] <= 0):
-        ax_emd.text(0.005, 0.01, f"hollow: EMD exactly 0, drawn at {zero_level:.0e}", transform=ax_emd.transAxes,
-                    fontsize="small", color="0.3")
-    ax_emd.set_xticks(range(len(potentials)))
-    ax_emd.set_xticklabels([p.replace("_", " ") for p in potentials], rotation=30, ha="right")
-    ax_emd.set_xlim(-0.6, len(potentials) - 0.4)
-    ax_emd.grid(axis="y", which="major", alpha=0.3)
-    for boundary in np.arange(len(potentials) - 1) + 0.5:
-        ax_emd.axvline(boundary, color="0.9", lw=0.8, zorder=0)
-    handles, labels = ax_emd.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=max(len(solvers), 1), frameon=False)
-    ax_nan.set_yticks([0])
-    ax_nan.set_yticklabels(["NaN"])
-    ax_nan.set_ylim(-1, 1)
-    ax_nan.tick_params(axis="x", labelbottom=False)
-    emd_title = "final one-step-ahead EMD per potential, divided by the largest (diverged runs on the NaN row)"
-    ax_nan.set_title(f"{title}: {emd_title}" if title else emd_title.capitalize(), fontsize="medium")
-
-    conv = convergence_ratio(histories, run_keys)
-    last_epoch = int(histories["epoch"].max()) if len(histories) else 1
-    for solver in solvers:
-        runs_ratio = conv[conv["solver"] == solver]
-        if runs_ratio.empty:
-            continue
-        wide = runs_ratio.pivot_table(index="epoch", columns=["potential", "seed"], values="ratio")
-        if len(wide.index) == 1:
-            wide = pd.concat([wide, wide.set_axis([max(last_epoch, int(wide.index[0]))])])
-            wide = wide[~wide.index.duplicated()]
-        wide = wide.sort_index().ffill()
-        epochs = np.concatenate([[0], wide.index.to_numpy(dtype=float)])
-        mean = np.concatenate([[1.0], np.nanmean(wide.to_numpy(), axis=1)])
-        std = np.concatenate([[0.0], np.nanstd(wide.to_numpy(), axis=1)])
-        style = styles[solver]
-        ax_conv.plot(epochs, mean, color=style["color"], marker=style["marker"], ms=4, label=solver_label(solver))
-        ax_conv.fill_between(epochs, mean - std, mean + std, color=style["color"], alpha=0.15, lw=0)
-    final_epochs = conv.groupby("solver")["epoch"].max() if len(conv) else pd.Series(dtype=float)
-    mixed_budgets = len(final_epochs) > 1 and final_epochs.max() > 4 * max(final_epochs.min(), 1)
-    if mixed_budgets:
-        ax_conv.set_xscale("symlog", linthresh=1)
-    ax_conv.set_xlabel("epoch (symmetric log: the solvers' epoch budgets differ)" if mixed_budgets else "epoch")
-    ax_conv.set_ylabel("convergence ratio (e - min) / (max - min)")
-    ax_conv.set_title("Convergence: mean $\\pm$ 1 std over potentials", fontsize="medium")
-    ax_conv.set_xlim(left=0)
-    ax_conv.grid(alpha=0.3)
-
-    times = _metric(table, "seconds_per_epoch", run_keys)
-    data = [times.loc[times["solver"] == s, "seconds_per_epoch"].astype(float).dropna().to_numpy() for s in solvers]
-    data = [d[d > 0] for d in data]
-    positions = np.arange(len(solvers))
-    if any(len(d) for d in data):
-        boxes = ax_time.boxplot([d if len(d) else [np.nan] for d in data], positions=positions, widths=0.55,
-                                patch_artist=True, showfliers=False, medianprops={"color": "black"})
-        for patch, solver in zip(boxes["boxes"], solvers):
-            patch.set_facecolor(styles[solver]["color"])
-            patch.set_alpha(0.45)
-        rng = np.random.default_rng(0)
-        for i, (d, solver) in enumerate(zip(data, solvers)):
-            ax_time.scatter(i + rng.uniform(-0.12, 0.12, len(d)), d, s=10, color=styles[solver]["color"],
-                            edgecolors="black", linewidths=0.3, zorder=3)
-    ax_time.set_yscale("log")
-    ax_time.set_xticks(positions)
-    ax_time.set_xticklabels([solver_label(s) for s in solvers], rotation=20 if len(solvers) > 4 else 0,
-                            ha="right" if len(solvers) > 4 else "center")
-    ax_time.set_ylabel("seconds per epoch (log; compile excluded)")
-    ax_time.set_title("Time per epoch (per-run means)", fontsize="medium")
-    ax_time.grid(axis="y", which="major", alpha=0.3)
-
-    if caption:
-        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
-    return fig
-
-
-# --- Exp. 4.2, 4.3, the coupling ablation and the pairing comparison ---------------------------------------
-
-RUN_KEYS = ("potential", "interaction", "beta", "dim", "n_particles", "pairing", "ot", "solver", "seed")
-"""Columns identifying one run in the tidy tables (``workflow/scripts/table.py``)."""
-
-
-def failed_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """Returns one row per run (columns of ``RUN_KEYS`` present) with ``w1_mean`` and ``failed``.
-
-    A run failed when training diverged or its final one-step EMD is not finite; its ``w1_mean`` is then NaN.
-    """
-    keys = [k for k in RUN_KEYS if k in table.columns]
-    wide = table[table["metric"].isin(["w1_mean", "diverged"])].pivot_table(
-        index=keys, columns="metric", values="value", aggfunc="first", dropna=False).reset_index()
-    wide = wide.dropna(subset=[c for c in ("w1_mean", "diverged") if c in wide.columns], how="all")
-    w1 = wide["w1_mean"].astype(float) if "w1_mean" in wide else pd.Series(np.nan, index=wide.index)
-    diverged = wide["diverged"].fillna(0.0).astype(float) > 0 if "diverged" in wide else False
-    wide["failed"] = diverged | ~np.isfinite(w1)
-    wide["w1_mean"] = w1.where(~wide["failed"])
-    return wide[[*keys, "w1_mean", "failed"]]
-
-
-def seed_summary(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
-    """Returns mean, std (ddof 0), min, max and count over seeds of every metric of every setting.
-
-    Args:
-        table: tidy results with the run columns, ``metric`` and ``value``.
-        by: the columns of one setting (default: every run column except ``seed``).
-
-    Returns:
-        Columns ``by``, ``metric``, ``mean``, ``std``, ``min``, ``max``, ``n_seeds`` (finite values only;
-        ``n_seeds`` counts them, so a setting whose seeds all failed has count 0 and NaN statistics).
-    """
-    by = list(by) if by is not None else [k for k in RUN_KEYS if k in table.columns and k != "seed"]
-    values = table.assign(value=table["value"].astype(float).where(np.isfinite(table["value"].astype(float))))
-    grouped = values.groupby([*by, "metric"], sort=False, dropna=False)["value"]
-    summary = grouped.agg(mean="mean", std=lambda v: float(np.std(v.dropna())) if v.notna().any() else np.nan,
-                          min="min", max="max", n_seeds="count")
-    return summary.reset_index()
-
-
-def _spread_note(n_seeds: int) -> str:
-    return f"mean over {n_seeds} seeds" if n_seeds > 1 else "one seed"
-
-
-def exp2_heatmaps(
-    table: pd.DataFrame,
-    *,
-    potential_order: Sequence[str] | None = None,
-    train_share: float = 0.5,
-    n_columns: int = 5,
-    caption: str | None = None,
-) -> Figure:
-    """Returns the scaling-law heat maps of Exp. 4.2: one panel per potential, rows N_train, columns d.
-
-    Each cell is the final one-step EMD (raw, mean over the T steps) of one (potential, d, N) setting, mean
-    over seeds (with "+-std" written under it when there are several seeds). Each panel has its own colour
-    bar, as in the paper. Failed runs are left out of the mean; a setting with no finished run is grey, "x".
-
-    Args:
-        table: tidy results (``potential``, ``dim``, ``n_particles``, ``seed``, ``metric``, ``value``).
-        potential_order: panel order (default: order of appearance).
-        train_share: share of the particles used for training; rows are labelled ``N_train = share * n``.
-        n_columns: panels per row.
-        caption: settings, under the figure.
-    """
-    runs = failed_runs(table)
-    potentials = _ordered(runs["potential"], potential_order)
-    dims = sorted(runs["dim"].unique())
-    sizes = sorted(runs["n_particles"].unique(), reverse=True)
-    n_seeds = int(runs["seed"].nunique())
-    n_columns = max(1, min(n_columns, len(potentials)))
-    n_rows = -(-len(potentials) // n_columns)
-    fig, axes = plt.subplots(n_rows, n_columns, figsize=(3.3 * n_columns, 2.9 * n_rows + 0.6),
-                             layout="constrained", squeeze=False)
-    for ax in axes.ravel()[len(potentials):]:
-        ax.set_visible(False)
-    for ax, potential in zip(axes.ravel(), potentials):
-        rows = runs[runs["potential"] == potential]
-        stats = rows.groupby(["n_particles", "dim"])["w1_mean"].agg(["mean", lambda v: np.std(v.dropna())])
-        stats.columns = ["mean", "std"]
-        mean = np.full((len(sizes), len(dims)), np.nan)
-        std = np.full_like(mean, np.nan)
-        for (n, d), row in stats.iterrows():
-            mean[sizes.index(n), dims.index(d)], std[sizes.index(n), dims.index(d)] = row["mean"], row["std"]
-        finite = mean[np.isfinite(mean)]
-        cmap = plt.get_cmap("viridis").with_extremes(bad="0.8")
-        image = ax.imshow(np.ma.masked_invalid(mean), cmap=cmap, aspect="auto",
-                          vmin=finite.min() if finite.size else 0, vmax=finite.max() if finite.size else 1)
-        fig.colorbar(image, ax=ax, fraction=0.08, pad=0.02, format="%.2g")
-        low, high = (finite.min(), finite.max()) if finite.size else (0, 1)
-        for i in range(len(sizes)):
-            for j in range(len(dims)):
-                if not np.isfinite(mean[i, j]):
-                    ax.text(j, i, "x", ha="center", va="center", fontsize="small")
-                    continue
-                text = f"{mean[i, j]:.2g}" + (f"\n±{std[i, j]:.1g}" if n_seeds > 1 else "")
-                light = high > low and (mean[i, j] - low) / (high - low) < 0.55
-                ax.text(j, i, text, ha="center", va="center", fontsize="x-small",
-                        color="white" if light else "black")
-        ax.set_xticks(range(len(dims)), [str(d) for d in dims])
-        ax.set_yticks(range(len(sizes)), [f"{round(train_share * n)}" for n in sizes])
-        ax.set_title(potential.replace("_", " "), fontsize="medium")
-    for ax in axes[-1]:
-        ax.set_xlabel("dimension d")
-    for ax in axes[:, 0]:
-        ax.set_ylabel(r"$N_{train}$")
-    fig.suptitle(f"Scaling laws (paper Figure 4 / 7): final one-step EMD of JKOnet$^*_V$ per d and N "
-                 f"({_spread_note(n_seeds)}; each panel has its own colour bar; grey x: no finished run)",
-                 fontsize="medium")
-    if caption:
-        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
-    return fig
-
-
-def _box(ax, data, labels, colors):
-    data = [np.asarray(d, float)[np.isfinite(np.asarray(d, float))] for d in data]
-    positions = np.arange(len(data))
-    boxes = ax.boxplot([d if len(d) else [np.nan] for d in data], positions=positions, widths=0.55,
-                       patch_artist=True, showfliers=False, whis=1.5, medianprops={"color": "black"})
-    for patch, color in zip(boxes["boxes"], colors):
-        patch.set_facecolor(color)
-        patch.set_alpha(0.45)
-    rng = np.random.default_rng(0)
-    for i, (d, color) in enumerate(zip(data, colors)):
-        ax.scatter(i + rng.uniform(-0.15, 0.15, len(d)), d, s=8, color=color, edgecolors="black",
-                   linewidths=0.3, zorder=3, alpha=0.7)
-    ax.set_xticks(positions, labels)
-
-
-def exp3_figure(
-    table: pd.DataFrame,
-    *,
-    solver_order: Sequence[str] | None = None,
-    caption: str | None = None,
-) -> Figure:
-    """Returns Exp. 4.3: the EMD box plot per solver and the recovery of beta, grad V and grad W.
-
-    Panels: (a) final one-step EMD (raw, log axis) per solver over all datasets (mean over seeds per dataset),
-    boxes with Tukey whiskers (1.5 IQR) as in the paper, the share of failed runs (diverged or non-finite
-    EMD) written on it; (b) learnt beta rescaled by tau/dt against the true beta; (c) and (d) histograms
-    of the correlation between learnt and true gradients of the potential and of the interaction on the grid.
-
-    Args:
-        table: tidy results with the metrics of ``workflow/scripts/table.py`` and of
-            ``workflow/scripts/recovery.py`` (``beta_recovered``, ``potential_grad_corr``, ``interaction_grad_corr``).
-        solver_order: order of the solvers (default: the paper's).
-        caption: settings, under the figure.
-    """
-    runs = failed_runs(table)
-    solvers = _ordered(runs["solver"], solver_order or list(SOLVER_LABELS))
-    styles = _solver_styles(solvers)
-    colors = [styles[s]["color"] for s in solvers]
-    n_seeds = int(runs["seed"].nunique())
-    dataset = ["potential", "interaction", "beta", "dim", "n_particles", "pairing", "ot"]
-    per_dataset = runs.groupby([*dataset, "solver"])["w1_mean"].mean().reset_index()
-
-    fig, axes = plt.subplot_mosaic([["emd", "beta"], ["grad_v", "grad_w"]], figsize=(12, 8.5),
-                                   layout="constrained")
-    ax = axes["emd"]
-    labels = []
-    for solver in solvers:
-        mine = runs[runs["solver"] == solver]
-        share = 100.0 * mine["failed"].mean() if len(mine) else float("nan")
-        labels.append(f"{solver_label(solver)}\nfailed runs: {int(mine['failed'].sum())}/{len(mine)} ({share:.1f}%)")
-    _box(ax, [per_dataset.loc[per_dataset["solver"] == s, "w1_mean"] for s in solvers], labels, colors)
-    ax.set_yscale("log")
-    ax.set_ylabel("final one-step EMD (raw, log)")
-    ax.set_title(f"(a) EMD over all (V, W, beta) datasets ({_spread_note(n_seeds)} per dataset)", fontsize="medium")
-    ax.grid(axis="y", which="major", alpha=0.3)
-
-    def metric(name):
-        rows = table[table["metric"] == name]
-        return rows.assign(value=rows["value"].astype(float))
-
-    ax = axes["beta"]
-    beta = metric("beta_recovered")
-    betas = sorted(beta["beta"].unique()) if len(beta) else []
-    rng = np.random.default_rng(0)
-    span = (max(betas) - min(betas)) if len(betas) > 1 else 0.1
-    for i, solver in enumerate(solvers):
-        rows = beta[beta["solver"] == solver]
-        if rows.empty:
-            continue
-        offset = (i - (len(solvers) - 1) / 2) * 0.12 * span
-        x = rows["beta"].to_numpy(float) + offset + rng.uniform(-0.03, 0.03, len(rows)) * span
-        ax.scatter(x, rows["value"], s=12, color=styles[solver]["color"], marker=styles[solver]["marker"],
-                   edgecolors="black", linewidths=0.3, alpha=0.7, label=solver_label(solver))
-        medians = rows.groupby("beta")["value"].median()
-        ax.scatter(medians.index.to_numpy(float) + offset, medians.to_numpy(), marker="_", s=400,
-                   color=styles[solver]["color"], linewidths=2.5)
-    if betas:
-        ax.plot([min(betas) - 0.1 * span, max(betas) + 0.1 * span], [min(betas) - 0.1 * span,
-                max(betas) + 0.1 * span], color="0.3", ls="--", lw=1, label="learnt = true")
-        ax.set_xticks(betas)
-        ax.legend(fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no solver here learns beta", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel(r"true $\beta$")
-    ax.set_ylabel(r"learnt $\hat\beta\,\tau/dt$")
-    ax.set_title(r"(b) diffusion: learnt vs true $\beta$ (bars: medians)", fontsize="medium")
-    ax.grid(alpha=0.3)
-
-    bins = np.linspace(-1, 1, 21)
-    for key, term, letter in (("grad_v", "potential", "c"), ("grad_w", "interaction", "d")):
-        ax = axes[key]
-        corr = metric(f"{term}_grad_corr")
-        shown = False
-        for solver in solvers:
-            values = corr.loc[corr["solver"] == solver, "value"].to_numpy(float)
-            finite = values[np.isfinite(values)]
-            if not len(values):
-                continue
-            shown = True
-            ax.hist(finite, bins=bins, color=styles[solver]["color"], alpha=0.5, edgecolor="black", linewidth=0.4,
-                    label=f"{solver_label(solver)}: median {np.median(finite):.2f}" if len(finite)
-                    else f"{solver_label(solver)}: none defined")
-        if shown:
-            ax.legend(fontsize="small", loc="upper left")
-        ax.set_xlabel(f"correlation of learnt and true grad {'V' if term == 'potential' else 'W'} on the grid")
-        ax.set_ylabel("runs")
-        ax.set_title(f"({letter}) {term} gradient recovery (undefined for constant true fields: "
-                     f"{'flat V' if term == 'potential' else 'flat W'})", fontsize="medium")
-        ax.grid(alpha=0.3)
-    fig.suptitle("General energy functionals (paper Sec. 4.3): potential + interaction + diffusion", fontsize="medium")
-    if caption:
-        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
-    return fig
-
-
-def ot_order(labels: Sequence[str]) -> list[str]:
-    """Coupling labels in display order: "exact" first, then Sinkhorn by increasing epsilon."""
-    def key(label):
-        return (0, 0.0) if label == "exact" else (1, float(label.partition("-")[2]))
-    return sorted(dict.fromkeys(labels), key=key)
-
-
-def ot_display(label: str) -> str:
-    """Axis label of a coupling: "exact (LP)" or "Sinkhorn eps=<epsilon>"."""
-    return "exact (LP)" if label == "exact" else rf"Sinkhorn $\varepsilon$={label.partition('-')[2]}"
-
-
-def ablation_figure(table: pd.DataFrame, *, caption: str | None = None) -> Figure:
-    """Returns the coupling ablation: normalised EMD, coupling time and kept pairs per coupling method.
-
-    The EMD is min-max normalised globally over all runs of the table (as the paper's script):
-    ``(e - min) / (max - min)``; markers are the mean and bars the std over potentials (and seeds), with each
-    potential as a faint line. Coupling time is the wall-clock of the OT plans of a dataset without the jit
-    compilation of Sinkhorn (``coupling_seconds_warm``); kept pairs count the coupling rows after sparsification.
-    """
-    runs = failed_runs(table)
-    labels = ot_order(runs["ot"])
-    finite = runs["w1_mean"].dropna()
-    low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
-    runs["normalised"] = (runs["w1_mean"] - low) / (high - low) if high > low else 0.0
-    x = np.arange(len(labels))
-
-    def per_label(frame, column):
-        stats = frame.groupby("ot")[column].agg(["mean", "std", "count"]).reindex(labels)
-        return stats["mean"].to_numpy(float), stats["std"].fillna(0).to_numpy(float)
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6), layout="constrained")
-    ax = axes[0]
-    for potential, rows in runs.groupby("potential"):
-        means = rows.groupby("ot")["normalised"].mean().reindex(labels)
-        ax.plot(x, means.to_numpy(float), color="0.6", lw=0.7, alpha=0.6)
-    mean, std = per_label(runs, "normalised")
-    ax.errorbar(x, mean, yerr=std, fmt="o", color="C0", ms=8, capsize=4, lw=1.5, zorder=3,
-                label="mean $\\pm$ std over potentials")
-    failed = runs.groupby("ot")["failed"].sum().reindex(labels).fillna(0).astype(int)
-    for i, count in enumerate(failed):
-        if count:
-            ax.text(i, 1.02, f"{count} failed", ha="center", fontsize="small", color="C3",
-                    transform=ax.get_xaxis_transform())
-    ax.set_ylabel("final one-step EMD, min-max normalised")
-    ax.set_title("(a) accuracy (grey: one potential each)", fontsize="medium")
-    ax.legend(fontsize="small")
-
-    def metric(name):
-        rows = table[table["metric"] == name]
-        return rows.assign(value=rows["value"].astype(float))
-
-    for ax, name, ylabel, title in (
-        (axes[1], "coupling_seconds_warm", "seconds per dataset (log)", "(b) time of the couplings, compile excluded"),
-        (axes[2], "n_couplings", "coupled pairs kept (log)", "(c) pairs kept after sparsification"),
-    ):
-        rows = metric(name)
-        mean, std = per_label(rows.rename(columns={"value": name}), name)
-        ax.bar(x, mean, yerr=std, color="C1", alpha=0.6, edgecolor="black", capsize=4)
-        for i, value in enumerate(mean):
-            if np.isfinite(value):
-                ax.text(i, value, f"{value:.3g}", ha="center", va="bottom", fontsize="small")
-        ax.set_yscale("log")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title + " (mean $\\pm$ std)", fontsize="medium")
-    for ax in axes:
-        ax.set_xticks(x, [ot_display(label) for label in labels], rotation=15)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(r"Coupling ablation: JKOnet$^*_V$ trained on exact vs entropic (Sinkhorn) couplings",
-                 fontsize="medium")
-    if caption:
-        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
-    return fig
-
-
-def pairing_figure(
-    table: pd.DataFrame,
-    *,
-    potential_order: Sequence[str] | None = None,
-    solver_order: Sequence[str] | None = None,
-    caption: str | None = None,
-) -> Figure:
-    """Returns Exp. 4.1 with paired and unpaired snapshots side by side: one panel per solver.
-
-    Markers: final one-step EMD (raw; log axis when the values span more than a decade) per potential, mean
-    over seeds, bars min-max over seeds; failed runs are marked on the top edge. Note that exact couplings are
-    invariant to the order of the particles, so pairing only matters when a snapshot is coupled in several
-    blocks (training particles per snapshot > the couplings' block size).
-    """
-    runs = failed_runs(table)
-    solvers = _ordered(runs["solver"], solver_order or list(SOLVER_LABELS))
-    potentials = _ordered(runs["potential"], potential_order)
-    pairings = _ordered(runs["pairing"], ["paired", "unpaired"])
-    n_seeds = int(runs["seed"].nunique())
-    styles = {"paired": {"color": "C0", "marker": "o"}, "unpaired": {"color": "C3", "marker": "s"}}
-    fig, axes = plt.subplots(1, len(solvers), figsize=(max(6, 0.55 * len(potentials) + 2) * len(solvers), 4.8),
-                             layout="constrained", sharey=True, squeeze=False)
-    for ax, solver in zip(axes[0], solvers):
-        for i, pairing in enumerate(pairings):
-            rows = runs[(runs["solver"] == solver) & (runs["pairing"] == pairing)]
-            stats = rows.groupby("potential")["w1_mean"].agg(["mean", "min", "max"]).reindex(potentials)
-            x = np.arange(len(potentials)) + (i - (len(pairings) - 1) / 2) * 0.25
-            mean = stats["mean"].to_numpy(float)
-            spread = np.vstack([mean - stats["min"].to_numpy(float), stats["max"].to_numpy(float) - mean])
-            style = styles.get(pairing, {"color": f"C{i}", "marker": "D"})
-            ax.errorbar(x, mean, yerr=np.nan_to_num(spread) if n_seeds > 1 else None, fmt=style["marker"],
-                        color=style["color"], ms=7, mec="black", mew=0.5, capsize=2, lw=1, label=pairing)
-            failed = rows[rows["failed"]].drop_duplicates("potential")
-            ax.scatter([x[potentials.index(p)] for p in failed["potential"]], np.ones(len(failed)),
-                       transform=ax.get_xaxis_transform(), marker="v", color=style["color"], clip_on=False)
-        finite = runs.loc[runs["solver"] == solver, "w1_mean"].dropna()
-        if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 10:
-            ax.set_yscale("log")
-        ax.set_xticks(range(len(potentials)), [p.replace("_", " ") for p in potentials], rotation=30, ha="right")
-        ax.set_title(solver_label(solver), fontsize="medium")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize="small", title="snapshots")
-    axes[0, 0].set_ylabel("final one-step EMD (raw; log axis when it spans > 10x)")
-    spread_note = "mean, bars min-max over seeds" if n_seeds > 1 else "one seed"
-    fig.suptitle(f"Paired (particle order kept, as in the paper's code) vs unpaired snapshots ({spread_note}; "
-                 "triangles on top: failed runs)", fontsize="medium")
-    if caption:
-        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
-    return fig
-
-
-# --- real data: learned potentials on two coordinates, the single-cell RNA figure (paper Fig. 5) ------------
-
-_DATA_COLOR = "#1a9850"
-_PREDICTION_COLOR = "#2166ac"
-
-
 def data_window(points: np.ndarray, *, margin: float = 0.1, percentiles: tuple[float, float] = (0.5, 99.5)):
     """Returns ``(low, high)`` per coordinate of the first two columns of ``points`` ``[n, >= 1]``.
 
@@ -763,7 +203,7 @@ def data_window(points: np.ndarray, *, margin: float = 0.1, percentiles: tuple[f
     return low, high
 
 
-def _shared_levels(values: Sequence[np.ndarray | None], n_levels: int) -> np.ndarray:
+def shared_levels(values: Sequence[np.ndarray | None], n_levels: int) -> np.ndarray:
     finite = [np.asarray(v)[np.isfinite(v)] for v in values if v is not None]
     finite = np.concatenate(finite) if finite else np.zeros(0)
     if finite.size == 0:
@@ -774,12 +214,12 @@ def _shared_levels(values: Sequence[np.ndarray | None], n_levels: int) -> np.nda
     return np.linspace(low, high, n_levels)
 
 
-def _thin(points: np.ndarray, max_points: int) -> np.ndarray:
+def subsample(points: np.ndarray, max_points: int) -> np.ndarray:
     points = np.asarray(points)
     return points[:: max(1, len(points) // max_points)]
 
 
-def _xy(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def xy(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     points = np.asarray(points)
     return points[:, 0], points[:, 1] if points.shape[1] > 1 else np.zeros(len(points))
 
@@ -812,7 +252,7 @@ def potential_panels(
         raise ValueError(f"got {len(values)} potentials but {len(titles)} titles")
     points = list(points) if points is not None else [None] * len(values)
     finite = [v if v is not None and np.all(np.isfinite(v)) else None for v in values]
-    levels = _shared_levels(finite, n_levels)
+    levels = shared_levels(finite, n_levels)
     n = max(len(values), 1)
     fig, axes = plt.subplots(1, n, figsize=(3.3 * n + 1.0, 3.6), sharex=True, sharey=True, layout="constrained",
                              squeeze=False)
@@ -825,7 +265,7 @@ def potential_panels(
         else:
             ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, wrap=True)
         if cloud is not None and len(cloud):
-            x, y = _xy(_thin(cloud, max_points))
+            x, y = xy(subsample(cloud, max_points))
             ax.scatter(x, y, s=3, c="white", edgecolors="0.2", linewidths=0.2, alpha=0.6)
         ax.set_title(name, fontsize="medium")
         ax.set_xlabel(axis_labels[0])
@@ -836,98 +276,4 @@ def potential_panels(
         fig.colorbar(filled, ax=axes, shrink=0.9, label="learned potential (centred, shared levels)")
     if title:
         fig.suptitle(title, fontsize="medium")
-    return fig
-
-
-def rna_figure(
-    observed: Sequence[np.ndarray],
-    interpolated: Sequence[np.ndarray],
-    grid_x: np.ndarray,
-    grid_y: np.ndarray,
-    potentials: Mapping[int, np.ndarray],
-    *,
-    time_names: Sequence[str],
-    n_levels: int = 12,
-    max_points: int = 1000,
-    title: str | None = None,
-    caption: str | None = None,
-) -> Figure:
-    """Returns the single-cell figure of the paper (Fig. 5): data and predictions on top, learned V(., t) below.
-
-    Top row, left to right: the observed cells of snapshot 0 (green), the interpolated predictions between
-    snapshots 0 and 1 (blue), snapshot 1, ... Bottom row: one panel of level curves of the learned
-    potential per time in ``potentials``, preceded by a panel overlaying three of them (first, middle and
-    last time; solid, dashed and long-dashed lines), all on the first two coordinates.
-
-    Args:
-        observed: per snapshot the cells ``[n_k, >= 2]``.
-        interpolated: per transition k -> k + 1 the interpolated predictions ``[m_k, >= 2]``.
-        grid_x, grid_y: grid of the first two coordinates ``[g, g]``; also the axis limits of every panel.
-        potentials: time label -> learned potential on the grid ``[g, g]`` (centred as the caller wants).
-        time_names: name of each snapshot (e.g. "day 0-3").
-        n_levels: contour levels shared by the bottom panels.
-        max_points: at most this many points drawn per cloud.
-    """
-    if len(interpolated) != len(observed) - 1:
-        raise ValueError(f"{len(observed)} snapshots need {len(observed) - 1} interpolations, got {len(interpolated)}")
-    if len(time_names) != len(observed):
-        raise ValueError(f"got {len(time_names)} time names for {len(observed)} snapshots")
-    n_top = 2 * len(observed) - 1
-    labels = sorted(potentials)
-    n_bottom = len(labels) + 1
-    fig = plt.figure(figsize=(max(1.9 * n_top, 2.6 * n_bottom), 6.4), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 1.25])
-    limits = (grid_x.min(), grid_x.max()), (grid_y.min(), grid_y.max())
-
-    top_axes = top.subplots(1, n_top, sharex=True, sharey=True, squeeze=False)[0]
-    for i, ax in enumerate(top_axes):
-        k = i // 2
-        if i % 2 == 0:
-            x, y = _xy(_thin(observed[k], max_points))
-            ax.scatter(x, y, s=2, c=_DATA_COLOR, lw=0, alpha=0.6)
-            ax.set_title(time_names[k], fontsize="small", color=_DATA_COLOR)
-        else:
-            x, y = _xy(_thin(interpolated[k], max_points))
-            ax.scatter(x, y, s=2, c=_PREDICTION_COLOR, lw=0, alpha=0.6)
-            ax.set_title(f"{time_names[k]} $\\to$ {time_names[k + 1]}", fontsize="small", color=_PREDICTION_COLOR)
-        ax.set_xlim(*limits[0])
-        ax.set_ylim(*limits[1])
-        ax.set_xlabel("PC1", fontsize="small")
-        ax.tick_params(labelsize="x-small")
-    top_axes[0].set_ylabel("PC2", fontsize="small")
-    top.suptitle("data (green) and interpolated one-step predictions (blue)", fontsize="medium")
-
-    bottom_axes = bottom.subplots(1, n_bottom, sharex=True, sharey=True, squeeze=False)[0]
-    values = [potentials[label] for label in labels]
-    levels = _shared_levels(values, n_levels)
-    overlay = [labels[0], labels[len(labels) // 2], labels[-1]] if labels else []
-    styles = ["solid", "dashed", (0, (8, 4))]
-    for label, style, shade in zip(dict.fromkeys(overlay), styles, ("#08306b", "#4292c6", "#9ecae1")):
-        bottom_axes[0].contour(grid_x, grid_y, potentials[label], levels=levels[:: max(1, n_levels // 4)],
-                               colors=shade, linestyles=[style], linewidths=1.1)
-        bottom_axes[0].plot([], [], color=shade, linestyle=style, label=time_names[label])
-    if labels:
-        bottom_axes[0].legend(fontsize="x-small", loc="lower left")
-    bottom_axes[0].set_title("level curves overlaid", fontsize="small")
-    filled = None
-    for ax, label, v in zip(bottom_axes[1:], labels, values):
-        if np.all(np.isfinite(v)):
-            filled = ax.contourf(grid_x, grid_y, v, levels=levels, cmap="viridis", extend="both")
-            ax.contour(grid_x, grid_y, v, levels=levels, colors="k", linewidths=0.4)
-        else:
-            ax.text(0.5, 0.5, "not finite", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(rf"$V_\theta(\cdot, t)$, {time_names[label]}", fontsize="small")
-    for ax in bottom_axes:
-        ax.set_xlim(*limits[0])
-        ax.set_ylim(*limits[1])
-        ax.set_xlabel("PC1", fontsize="small")
-        ax.tick_params(labelsize="x-small")
-    bottom_axes[0].set_ylabel("PC2 (other PCs 0)", fontsize="small")
-    if filled is not None:
-        bottom.colorbar(filled, ax=bottom_axes, shrink=0.85, label="learned V (centred)")
-    bottom.suptitle("learned time-dependent potential", fontsize="medium")
-    if title:
-        fig.suptitle(title, fontsize="medium")
-    if caption:
-        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
     return fig

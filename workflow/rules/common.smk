@@ -108,7 +108,12 @@ CODE = {
         "src/jkonetstar/io.py",
     ],
     "table": ["workflow/scripts/table.py", "src/jkonetstar/io.py"],
-    "figure_exp1": ["workflow/scripts/figure_exp1.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
+    "figure": [
+        "workflow/scripts/figure.py",
+        "src/jkonetstar/figures.py",
+        "src/jkonetstar/plots.py",
+        "src/jkonetstar/io.py",
+    ],
     "recovery": [
         "workflow/scripts/recovery.py",
         "src/jkonetstar/models.py",
@@ -116,10 +121,6 @@ CODE = {
         "src/jkonetstar/energies.py",
         "src/jkonetstar/io.py",
     ],
-    "figure_exp2": ["workflow/scripts/figure_exp2.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
-    "figure_exp3": ["workflow/scripts/figure_exp3.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
-    "figure_ablation": ["workflow/scripts/figure_ablation.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
-    "figure_pairing": ["workflow/scripts/figure_pairing.py", "src/jkonetstar/plots.py", "src/jkonetstar/io.py"],
 }
 
 
@@ -183,18 +184,11 @@ def coupled_files(name, filename):
     return [f"results/data/{COUPLED.format(**run)}/{filename}" for run in experiment_runs(name)]
 
 
-# Experiments whose figure rule (workflow/rules/experiments.smk) also writes a summary over seeds.
-SUMMARISED = ("exp2", "exp3", "ablation", "pairing")
-
-
 def experiment_outputs(name):
-    """Returns the tables and figures an experiment produces."""
-    outputs = [f"results/tables/{name}.csv", f"results/tables/{name}_history.csv"]
-    if name == "exp1":
-        outputs += ["results/figures/exp1.png", "results/figures/exp1.pdf"]
-    if name in SUMMARISED:
-        outputs += [f"results/tables/{name}_summary.csv", f"results/figures/{name}.png", f"results/figures/{name}.pdf"]
-    return outputs
+    """Returns the tables and figures an experiment produces (rule figure in workflow/rules/figures.smk)."""
+    return [f"results/tables/{name}{suffix}.csv" for suffix in ("", "_history", "_summary")] + [
+        f"results/figures/{name}.{kind}" for kind in ("png", "pdf")
+    ]
 
 
 def extra_table_rows(name):

@@ -1,6 +1,6 @@
 localrules:
     table,
-    figure_exp1,
+    figure,
 
 
 rule table:
@@ -29,24 +29,35 @@ rule table:
         "../scripts/table.py"
 
 
-rule figure_exp1:
+def figure_extra(wildcards):
+    """The config slice an experiment's caption needs beyond its grid, solvers and data settings."""
+    if wildcards.experiment == "exp3":
+        return config_slice("plots", keys=["limits", "grid_points"])
+    if wildcards.experiment == "ablation":
+        return config_slice("couplings")
+    return {}
+
+
+# One rule for the figure of every synthetic experiment: workflow/scripts/figure.py picks the experiment's
+# caption and plot, workflow/report/figure.rst its report caption.
+rule figure:
     input:
-        table="results/tables/exp1.csv",
-        history="results/tables/exp1_history.csv",
-        code=CODE["figure_exp1"],
+        table="results/tables/{experiment}.csv",
+        history="results/tables/{experiment}_history.csv",
+        code=CODE["figure"],
     output:
-        png=report(
-            "results/figures/exp1.png",
-            caption="../report/exp1.rst",
-            category="Figures",
-        ),
-        pdf="results/figures/exp1.pdf",
+        png=report("results/figures/{experiment}.png", caption="../report/figure.rst", category="Figures"),
+        pdf="results/figures/{experiment}.pdf",
+        summary=report("results/tables/{experiment}_summary.csv", caption="../report/summary.rst", category="Tables"),
     params:
-        grid=lambda w: config_slice("experiments", "exp1"),
+        grid=lambda w: config_slice("experiments", w.experiment),
+        solvers=lambda w: config_slice("solvers", keys=experiment_solvers(w.experiment)),
         data=config_slice("data"),
-        solvers=lambda w: config_slice("solvers", keys=experiment_solvers("exp1")),
+        extra=figure_extra,
+    wildcard_constraints:
+        experiment="exp1|exp2|exp3|ablation|pairing",
     log:
-        "results/logs/figure_exp1/exp1.log",
+        "results/logs/figure/{experiment}.log",
     threads: 1
     resources:
         mem_mb=2000,
@@ -54,4 +65,4 @@ rule figure_exp1:
     conda:
         "../../envs/plot.yaml"
     script:
-        "../scripts/figure_exp1.py"
+        "../scripts/figure.py"

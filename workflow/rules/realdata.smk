@@ -40,7 +40,7 @@ REALDATA_CODE = {
         "src/jkonetstar/io.py",
     ],
     "train": [
-        "workflow/scripts/dataset_train.py",
+        "workflow/scripts/train.py",
         "src/jkonetstar/pipeline.py",
         "src/jkonetstar/training.py",
         "src/jkonetstar/models.py",
@@ -63,6 +63,7 @@ REALDATA_CODE = {
         "workflow/scripts/rna_figure.py",
         "src/jkonetstar/pipeline.py",
         "src/jkonetstar/models.py",
+        "src/jkonetstar/figures.py",
         "src/jkonetstar/plots.py",
         "src/jkonetstar/io.py",
     ],
@@ -313,7 +314,7 @@ rule dataset_train:
     conda:
         "../../envs/train.yaml"
     script:
-        "../scripts/dataset_train.py"
+        "../scripts/train.py"
 
 
 rule dataset_evaluate:

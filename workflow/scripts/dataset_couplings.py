@@ -1,8 +1,6 @@
 """Snakemake adapter: split a real population within every snapshot, couple the consecutive training
 snapshots (unpaired: no trajectory identities) and fit the Gaussian-mixture densities."""
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,12 +12,10 @@ if TYPE_CHECKING:
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("dataset_couplings")
+from jkonetstar.io import log_to, share_compilation_cache  # noqa: E402
+
+share_compilation_cache()  # before JAX compiles: jobs of a stage reuse compiled programs
+log = log_to(snakemake.log[0], "dataset_couplings")
 
 from jkonetstar import density, pipeline  # noqa: E402
 from jkonetstar.io import load_npz, save_json, save_npz  # noqa: E402

@@ -1,7 +1,5 @@
 """Snakemake adapter: one-step-ahead W1 of a run on a real dataset, its predictions and learned potential."""
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,12 +11,10 @@ if TYPE_CHECKING:
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("dataset_evaluate")
+from jkonetstar.io import log_to, share_compilation_cache  # noqa: E402
+
+share_compilation_cache()  # before JAX compiles: jobs of a stage reuse compiled programs
+log = log_to(snakemake.log[0], "dataset_evaluate")
 
 import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402

@@ -1,8 +1,6 @@
 """Snakemake adapter: read a real population time course (npz, CSV, data.npy directory or TrajectoryNet's
 eb_velocity_v5.npz, whose PCs are standardised and cut to the first n_pcs) into population.npz."""
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,12 +12,9 @@ if TYPE_CHECKING:
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("dataset_population")
+from jkonetstar.io import log_to  # noqa: E402
+
+log = log_to(snakemake.log[0], "dataset_population")
 
 import numpy as np  # noqa: E402
 

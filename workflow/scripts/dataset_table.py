@@ -1,7 +1,5 @@
 """Snakemake adapter: one tidy table of every run's metrics on one real dataset."""
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,12 +11,9 @@ if TYPE_CHECKING:
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("dataset_table")
+from jkonetstar.io import log_to  # noqa: E402
+
+log = log_to(snakemake.log[0], "dataset_table")
 
 import pandas as pd  # noqa: E402
 

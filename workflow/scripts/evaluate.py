@@ -1,8 +1,5 @@
 """Snakemake adapter: final one-step-ahead W1 of a trained run, its level curves and its predictions."""
 
-import logging
-import os
-import platform
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,24 +10,18 @@ if TYPE_CHECKING:
 # The checkout's library first: conda environments do not install it, and in the project venv the
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-# Jobs of one stage compile the same XLA programs (same shapes for every potential): reuse them
-# across jobs through JAX's persistent cache, kept per host since compiled code is CPU-specific.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(".snakemake", "jax-cache", platform.node()).resolve()))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("evaluate")
+from jkonetstar.io import log_to, share_compilation_cache  # noqa: E402
+
+share_compilation_cache()  # before JAX compiles: jobs of a stage reuse compiled programs
+log = log_to(snakemake.log[0], "evaluate")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jkonetstar import energies, models, pipeline, plots  # noqa: E402
+from jkonetstar import energies, pipeline, plots  # noqa: E402
 from jkonetstar.io import atomic_path, load_json, load_npz, save_json  # noqa: E402
 
 w = snakemake.wildcards

@@ -6,8 +6,6 @@ first two coordinates (the others 0), the Pearson correlation and the relative L
 learnt and the true gradients of the potential V(x) and of the interaction W(z) (z = x - y).
 """
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,12 +17,10 @@ if TYPE_CHECKING:
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("recovery")
+from jkonetstar.io import log_to, share_compilation_cache  # noqa: E402
+
+share_compilation_cache()  # before JAX compiles: jobs of a stage reuse compiled programs
+log = log_to(snakemake.log[0], "recovery")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

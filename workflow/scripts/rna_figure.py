@@ -1,7 +1,5 @@
 """Snakemake adapter: the single-cell RNA figure (paper Fig. 5) from the first seed's run of the first solver."""
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,19 +11,16 @@ if TYPE_CHECKING:
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("rna_figure")
+from jkonetstar.io import log_to  # noqa: E402
+
+log = log_to(snakemake.log[0], "rna_figure")
 
 import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jkonetstar import models, pipeline, plots  # noqa: E402
+from jkonetstar import figures, models, pipeline, plots  # noqa: E402
 from jkonetstar.io import atomic_path, load_npz  # noqa: E402
 
 settings, seed, solver = snakemake.params.plots, int(snakemake.params.seed), snakemake.params.solver
@@ -68,7 +63,7 @@ caption = (
     f"{ours.emd_mean:.3f} $\\pm$ {ours.emd_std:.3f} over {int(ours.n)} seed means (paper: 0.623 $\\pm$ 0.04). "
     "Blue: midpoint between each test cell and its predicted position one snapshot later."
 )
-fig = plots.rna_figure(observed, interpolated, grid_x, grid_y, potentials, time_names=names,
+fig = figures.rna_figure(observed, interpolated, grid_x, grid_y, potentials, time_names=names,
                        max_points=settings["max_points"], n_levels=settings["n_levels"],
                        title="Single-cell RNA (embryoid body): paper Fig. 5", caption=caption)
 for path, kind in ((snakemake.output.png, "png"), (snakemake.output.pdf, "pdf")):

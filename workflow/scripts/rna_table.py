@@ -5,8 +5,6 @@ over the per-seed means (the two readings of the paper's 0.623 +- 0.04 and 0.624
 5.2), followed by the published rows with their sources.
 """
 
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,12 +16,9 @@ if TYPE_CHECKING:
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("rna_table")
+from jkonetstar.io import log_to  # noqa: E402
+
+log = log_to(snakemake.log[0], "rna_table")
 
 import math  # noqa: E402
 

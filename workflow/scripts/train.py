@@ -1,8 +1,5 @@
-"""Snakemake adapter: fit one JKOnet* solver on the couplings, evaluating one-step-ahead W1 on the test split."""
+"""Snakemake adapter: fit one method on a coupled dataset (synthetic or real), one-step-ahead W1 on its test split."""
 
-import logging
-import os
-import platform
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,17 +10,11 @@ if TYPE_CHECKING:
 # The checkout's library first: conda environments do not install it, and in the project venv the
 # same checkout wins.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-# Jobs of one stage compile the same XLA programs (same shapes for every potential): reuse them
-# across jobs through JAX's persistent cache, kept per host since compiled code is CPU-specific.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(".snakemake", "jax-cache", platform.node()).resolve()))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-_log_file = open(snakemake.log[0], "w", buffering=1)
-os.dup2(_log_file.fileno(), 1)
-os.dup2(_log_file.fileno(), 2)
-sys.stdout = sys.stderr = _log_file
-logging.basicConfig(stream=_log_file, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("train")
+from jkonetstar.io import log_to, share_compilation_cache  # noqa: E402
+
+share_compilation_cache()  # before JAX compiles: jobs of a stage reuse compiled programs
+log = log_to(snakemake.log[0], snakemake.rule)  # rules train and dataset_train
 
 import pandas as pd  # noqa: E402
 

@@ -1,0 +1,121 @@
+"""Snakemake adapter: the figure of one experiment (exp1 = paper Figure 3, exp2, exp3, ablation, pairing).
+
+Each experiment has its caption builder below (the settings the figure was made with, from the config) and
+its plotting function in :mod:`jkonetstar.plots`; every figure also writes the seed summary of its table.
+"""
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snakemake.iocontainers import snakemake
+
+# The checkout's library first: conda environments do not install it, and in the project venv the
+# same checkout wins.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+from jkonetstar.io import log_to  # noqa: E402
+
+experiment = snakemake.wildcards.experiment
+log = log_to(snakemake.log[0], f"figure {experiment}")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from jkonetstar import figures, plots  # noqa: E402
+from jkonetstar.io import atomic_path  # noqa: E402
+
+grid, data, solvers, extra = snakemake.params.grid, snakemake.params.data, snakemake.params.solvers, snakemake.params.extra
+table = pd.read_csv(snakemake.input.table)
+
+
+def listing(values):
+    return ", ".join(str(v) for v in values)
+
+
+def training():
+    """One phrase per solver: its epochs and minibatch, or its closed-form solve."""
+    parts = []
+    for name, hp in solvers.items():
+        if "linear" in name:
+            parts.append(f"{plots.solver_label(name)}: closed form, ridge {hp['ridge']:g}")
+        else:
+            parts.append(f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, "
+                         f"lr {hp['learning_rate']:g}")
+    return "; ".join(parts)
+
+
+def setting():
+    return (f"T = {data['n_steps']} steps of dt = {data['dt']:g}, {data['test_ratio']:g} of the particles "
+            f"held out by {data['split_by']}; seeds {listing(grid['seeds'])}; {training()}.")
+
+
+def exp1():
+    order = list(dict.fromkeys(grid["solvers"] + [s for subset in grid.get("subsets", []) for s in subset["solvers"]]))
+    subset_note = "".join(
+        f"; {', '.join(plots.solver_label(s) for s in subset['solvers'])} on {listing(subset['potentials'])} only"
+        for subset in grid.get("subsets", [])
+    )
+    epochs = "; ".join(
+        f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}, "
+        f"W1 every {hp['eval_every']}"
+        for name, hp in ((name, solvers[name]) for name in order)
+        if "linear" not in name
+    )
+    caption = "\n".join(textwrap.wrap(
+        f"N = {listing(grid['n_particles'])} particles per snapshot, {data['test_ratio']:g} held out by "
+        f"{data['split_by']}; d = {listing(grid['dims'])}; T = {data['n_steps']} steps of dt = {data['dt']:g}; "
+        f"interaction {listing(grid['interactions'])}, beta {listing(grid['betas'])}; "
+        f"seeds {listing(grid['seeds'])}{subset_note}. {epochs}; linear solvers: one closed-form solve. "
+        "EMD = one-step-ahead W1 on the test split, mean over the time steps; markers: mean over seeds, "
+        "bars: min-max over seeds.",
+        width=170,
+    ))
+    history = pd.read_csv(snakemake.input.history)
+    return figures.figure3(table, history, potential_order=grid["potentials"], solver_order=order, caption=caption)
+
+
+def exp2():
+    caption = (f"N_train = {listing(round((1 - data['test_ratio']) * n) for n in grid['n_particles'])}, "
+               f"d = {listing(grid['dims'])}; EMD = one-step-ahead W1 on the test split, mean over the time steps. "
+               f"{setting()}")
+    return figures.exp2_heatmaps(table, potential_order=grid["potentials"], train_share=1 - data["test_ratio"],
+                               caption=caption)
+
+
+def exp3():
+    caption = (f"{len(grid['potentials'])} potentials x {len(grid['interactions'])} interactions x beta in "
+               f"{{{listing(grid['betas'])}}}; d = {listing(grid['dims'])}, N = {listing(grid['n_particles'])} per "
+               f"snapshot. {setting()} Gradients compared on a {extra['grid_points']}^2 grid over "
+               f"{extra['limits']}^2; beta_hat is rescaled by tau/dt.")
+    return figures.exp3_figure(table, solver_order=grid["solvers"], caption=caption)
+
+
+def ablation():
+    relaxed = " (halved until an entry passes where none does)" if extra.get("sparsify_relax") else ""
+    caption = (f"{len(grid['potentials'])} potentials, d = {listing(grid['dims'])}, N = {listing(grid['n_particles'])} "
+               f"per snapshot; blocks of {extra['block_size']} particles, Sinkhorn threshold "
+               f"{extra['sinkhorn_threshold']:g}, at most {extra['sinkhorn_max_iterations']} iterations, plans "
+               f"sparsified at 1/(10 n){relaxed}. {setting()}")
+    return figures.ablation_figure(table, caption=caption)
+
+
+def pairing():
+    caption = (f"N = {listing(grid['n_particles'])} per snapshot, d = {listing(grid['dims'])}; unpaired: every "
+               f"snapshot shuffled before the block-wise couplings. {setting()}")
+    return figures.pairing_figure(table, potential_order=grid["potentials"], solver_order=grid["solvers"],
+                                caption=caption)
+
+
+FIGURES = {"exp1": exp1, "exp2": exp2, "exp3": exp3, "ablation": ablation, "pairing": pairing}
+
+fig = FIGURES[experiment]()
+with atomic_path(snakemake.output.summary) as tmp:
+    figures.seed_summary(table).to_csv(tmp, index=False)
+for path, kind in ((snakemake.output.png, "png"), (snakemake.output.pdf, "pdf")):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight")
+plt.close(fig)
+log.info("wrote %s", list(snakemake.output))
