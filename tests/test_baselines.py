@@ -298,6 +298,25 @@ def test_snapshots_from_population_round_trip():
         B.snapshots_from_population(x, t, np.full_like(particle, -1))
     with pytest.raises(ValueError, match="different particle ids"):
         B.snapshots_from_population(x, t, np.where(t == 3, particle + 100, particle))
+    # Balanced data keeps its trajectories even when an rng is given.
+    np.testing.assert_array_equal(B.snapshots_from_population(x, t, rng=np.random.default_rng(1)), snapshots)
+
+
+def test_unbalanced_snapshots_are_subsampled_to_the_smallest():
+    rng = np.random.default_rng(0)
+    sizes = {0: 7, 1: 4, 2: 9}
+    t = np.concatenate([np.full(n, label) for label, n in sizes.items()])
+    x = np.stack([t * 100.0 + np.arange(len(t)), -np.arange(len(t), dtype=float)], axis=1)  # rows identifiable
+    snapshots = B.snapshots_from_population(x, t, rng=rng)
+    assert snapshots.shape == (3, 4, 2)
+    for label, snapshot in enumerate(snapshots):
+        rows = x[t == label]
+        # every row comes from its own snapshot, none twice
+        assert all(any(np.array_equal(row, r) for r in rows) for row in snapshot)
+        assert len({tuple(row) for row in snapshot}) == 4
+    np.testing.assert_array_equal(np.sort(snapshots[1][:, 0]), np.sort(x[t == 1][:, 0]))  # the smallest: all of it
+    again = B.snapshots_from_population(x, t, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(again, snapshots)
 
 
 def test_every_baseline_is_registered():

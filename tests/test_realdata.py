@@ -47,6 +47,7 @@ def tiny_config(**sections) -> dict:
     config = yaml.safe_load(TINY_CONFIG.read_text())
     config["solvers"]["jkonet-star-time-potential"] = {"epochs": 4, "batch_size": 50, "eval_every": 2,
                                                       "hidden": [8, 8]}
+    config["solvers"]["jkonet"] = {"epochs": 2, "batch_size": 16, "eval_every": 1, "inner_steps": 5, "hidden": [8, 8]}
     config.update(sections)
     return config
 
@@ -79,7 +80,9 @@ def realdata_run(tmp_path_factory, generated):
     """The RNA path on a generated TrajectoryNet file and two user datasets (npz, CSV), run for real."""
     workdir = copy_checkout(tmp_path_factory.mktemp("workflow"))
     config = tiny_config(
-        rna=real_section(generated["trajectorynet"], time_names=["d0", "d3", "d6"]),
+        # The JKOnet baseline too, on snapshots of 36/48/42 training cells subsampled to 36, 2 epochs.
+        rna=real_section(generated["trajectorynet"], time_names=["d0", "d3", "d6"], baselines=["jkonet"],
+                         baseline_training={"epochs": 2}),
         datasets={
             "cells_npz": real_section(generated["npz"], solvers=["jkonet-star-potential",
                                                                  "jkonet-star-time-potential"]),
@@ -105,6 +108,12 @@ def test_rna_path_runs_on_a_trajectorynet_file(realdata_run):
     assert {"TrajectoryNet", "OT-CFM", "DMSB", "JKOnet"} <= set(published.algorithm)
     assert published.source.str.len().min() > 0
     assert 0.623 in published.emd_mean.round(3).tolist()
+    baseline = table[table.solver == "jkonet"].set_index("statistic")
+    assert np.isfinite(baseline.loc["over time steps, seed 0", "emd_mean"]) and baseline.loc["over time steps, seed 0", "n"] == 2
+    fit = yaml.safe_load((realdata_run / "results/datasets/rna/seed~0/solver~jkonet/fit.json").read_text())
+    assert fit["status"] == "ok" and fit["epochs_run"] == 2  # baseline_training overrides the solver's epochs
+    for figure in ("predictions.png", "levels.png"):
+        assert (realdata_run / "results/datasets/rna/seed~0/solver~jkonet" / figure).stat().st_size > 5_000
     for name in ("rna.png", "rna.pdf"):
         assert (realdata_run / "results/figures" / name).stat().st_size > 10_000
     population = np.load(realdata_run / "results/datasets/rna/population.npz")
@@ -162,8 +171,8 @@ def test_missing_rna_data_is_one_message_and_the_rest_still_plans(tmp_path):
         (lambda c, f: c["datasets"].update(x=real_section(f["trajectorynet"].with_name("wide.npz"),
                                                           solvers=["jkonet-star-linear-potential"])),
          r"invalid config setting datasets\.x\.solvers: linear solver 'jkonet-star-linear-potential' cannot run"),
-        (lambda c, f: c["rna"].update(baselines=["jkonet"]),
-         r"invalid config setting rna\.baselines: \['jkonet'\] are not available"),
+        (lambda c, f: (c["rna"].update(baselines=["jkonet-vanilla"])),
+         r"invalid config setting rna\.baselines: baseline 'jkonet-vanilla' has no hyper-parameters"),
         (lambda c, f: c["datasets"].update(x=real_section(f["npz"], solvers=["jkonet-star"])),
          r"invalid config setting datasets\.x\.solvers: solver 'jkonet-star' has no hyper-parameters"),
         (lambda c, f: c["datasets"].update(rna=real_section(f["npz"])),

@@ -477,19 +477,34 @@ def train_epoch_jkonet(
     return state, jnp.sum(losses), finite & _all_finite(state.params)
 
 
-def snapshots_from_population(x, t, particle=None) -> np.ndarray:
-    """Returns the trajectories ``[T+1, n, d]`` of a balanced population time course ``x [n_total, d]``, ``t``.
+def snapshots_from_population(x, t, particle=None, *, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Returns the trajectories ``[T+1, n, d]`` of a population time course ``x [n_total, d]``, ``t``.
 
     Row ``i`` of every snapshot is one trajectory: snapshots are ordered by label, and within a snapshot
     particles keep their order in ``x``, or are sorted by ``particle`` id when given (``-1`` ids, real data
-    without trajectories, are rejected). Raises ValueError if snapshots differ in size or ids.
+    without trajectories, are rejected).
+
+    Snapshots of different sizes (real data: unbalanced, no trajectories) need ``rng``: each snapshot is
+    then subsampled without replacement, in random order, to the smallest size. The baselines only use the
+    rows of snapshot ``t + 1`` as a sample of the next population (no teacher forcing), so random rows are
+    what they see of unpaired data.
+
+    Raises:
+        ValueError: fewer than two snapshots; sizes differ and no ``rng``; bad or mismatched particle ids.
     """
     x, t = np.asarray(x), np.asarray(t)
     labels = np.unique(t)
     rows = [np.flatnonzero(t == label) for label in labels]
     sizes = sorted({len(r) for r in rows})
-    if len(labels) < 2 or len(sizes) != 1:
-        raise ValueError(f"need >= 2 snapshots of equal size for trajectories, got sizes {[len(r) for r in rows]}")
+    if len(labels) < 2:
+        raise ValueError(f"need >= 2 snapshots for trajectories, got labels {labels.tolist()}")
+    if len(sizes) != 1:
+        if rng is None:
+            raise ValueError(
+                f"need snapshots of equal size for trajectories, got sizes {[len(r) for r in rows]}; pass rng to "
+                "subsample every snapshot to the smallest"
+            )
+        return np.stack([x[rng.choice(r, size=sizes[0], replace=False)] for r in rows])
     if particle is not None:
         particle = np.asarray(particle)
         if np.any(particle < 0):

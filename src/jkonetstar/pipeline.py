@@ -203,6 +203,7 @@ def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, 
     if isinstance(spec, baselines.BaselineSpec):
         if x_train is None or t_train is None:
             raise ValueError(f"baseline {spec.name!r} trains on trajectories: pass x_train and t_train")
-        snapshots = baselines.snapshots_from_population(x_train, t_train)
+        # Unbalanced (real) snapshots are subsampled to the smallest, seeded by the run's seed.
+        snapshots = baselines.snapshots_from_population(x_train, t_train, rng=np.random.default_rng(seed))
         return baselines.fit_jkonet(key, spec.name, snapshots, evaluate=mean_w1, progress=progress, **settings)
     return training.fit(key, spec, data, evaluate=mean_w1, progress=progress, **settings)

@@ -42,6 +42,7 @@ REALDATA_CODE = {
     "train": [
         "workflow/scripts/train.py",
         "src/jkonetstar/pipeline.py",
+        "src/jkonetstar/baselines.py",
         "src/jkonetstar/training.py",
         "src/jkonetstar/models.py",
         "src/jkonetstar/features.py",
@@ -51,6 +52,7 @@ REALDATA_CODE = {
     "evaluate": [
         "workflow/scripts/dataset_evaluate.py",
         "src/jkonetstar/pipeline.py",
+        "src/jkonetstar/baselines.py",
         "src/jkonetstar/models.py",
         "src/jkonetstar/features.py",
         "src/jkonetstar/metrics.py",
@@ -114,12 +116,12 @@ def _check_real_dataset(where, section, location):
                 f"invalid config setting {where}.solvers: solver {solver!r} has no hyper-parameters under "
                 f"solvers: (have {sorted(config['solvers'])})"
             )
-    if section.get("baselines"):
-        raise WorkflowError(
-            f"invalid config setting {where}.baselines: {section['baselines']} are not available for real data "
-            "yet (jkonetstar.baselines.fit_jkonet needs balanced trajectories; these snapshots are unpaired and "
-            "unbalanced); set baselines: []"
-        )
+    for baseline in section.get("baselines", []):
+        if baseline not in config["solvers"]:
+            raise WorkflowError(
+                f"invalid config setting {where}.baselines: baseline {baseline!r} has no hyper-parameters under "
+                f"solvers: (have {sorted(config['solvers'])})"
+            )
     couplings = section["couplings"]
     if (couplings["method"] == "sinkhorn") != (couplings.get("epsilon") is not None):
         raise WorkflowError(
@@ -180,9 +182,16 @@ for _name, _section in config.get("datasets", {}).items():
 
 
 def real_dataset_runs(name):
-    """Returns ``[{"dataset", "seed", "solver"}]`` of every run on real dataset ``name``."""
+    """Returns ``[{"dataset", "seed", "solver"}]`` of every run on real dataset ``name``: its JKOnet* solvers on
+    ``seeds``, then its JKOnet baselines on ``baseline_seeds`` (default: ``seeds``)."""
     section = REAL_DATASETS[name]["settings"]
-    return [dict(dataset=name, seed=seed, solver=solver) for seed in section["seeds"] for solver in section["solvers"]]
+    runs = [dict(dataset=name, seed=seed, solver=solver) for seed in section["seeds"] for solver in section["solvers"]]
+    baseline_seeds = section.get("baseline_seeds") or section["seeds"]
+    return runs + [
+        dict(dataset=name, seed=seed, solver=baseline)
+        for seed in baseline_seeds
+        for baseline in section.get("baselines", [])
+    ]
 
 
 def real_dataset_files(name, filename):
@@ -203,9 +212,13 @@ def realdata_outputs(which="all"):
 
 
 def realdata_hp(wildcards):
-    """Per-job slice: the solver's hyper-parameters with the dataset's `training` overrides."""
-    section = REAL_DATASETS[wildcards.dataset]["settings"]
-    return settings({**config["solvers"][wildcards.solver], **section["training"]})
+    """Per-job slice: the method's hyper-parameters with the dataset's `training` overrides (and, for a JKOnet
+    baseline, its `baseline_training` overrides on top)."""
+    section, hp = REAL_DATASETS[wildcards.dataset]["settings"], config["solvers"][wildcards.solver]
+    if wildcards.solver in section.get("baselines", []):  # only the training keys a baseline has (no features...)
+        overrides = {k: v for k, v in section["training"].items() if k in hp}
+        return settings({**hp, **overrides, **section.get("baseline_training", {})})
+    return settings({**hp, **section["training"]})
 
 
 def _realdata_slice(key):
@@ -215,7 +228,8 @@ def _realdata_slice(key):
 REALDATA_CONSTRAINTS = dict(
     dataset="|".join(sorted(REAL_DATASETS, key=len, reverse=True)) or "(?!)",
     seed=r"\d+",
-    solver="|".join(sorted({s for d in REAL_DATASETS.values() for s in d["settings"]["solvers"]}, key=len,
+    solver="|".join(sorted({s for d in REAL_DATASETS.values()
+                            for s in d["settings"]["solvers"] + d["settings"].get("baselines", [])}, key=len,
                            reverse=True)) or "(?!)",
 )
 
@@ -269,6 +283,7 @@ rule dataset_couplings:
         train=f"{REALDATA_SEED}/train_couplings.npz",
         test=f"{REALDATA_SEED}/test_population.npz",
         density=f"{REALDATA_SEED}/density.npz",
+        train_population=f"{REALDATA_SEED}/train_population.npz",
         summary=f"{REALDATA_SEED}/couplings.json",
     params:
         split=lambda w: {"test_ratio": REAL_DATASETS[w.dataset]["settings"]["test_ratio"]},
@@ -294,6 +309,7 @@ rule dataset_train:
     input:
         couplings=f"{REALDATA_SEED}/train_couplings.npz",
         test=f"{REALDATA_SEED}/test_population.npz",
+        train_population=f"{REALDATA_SEED}/train_population.npz",
         code=REALDATA_CODE["train"],
     output:
         model=f"{REALDATA_RUN}/model.npz",
@@ -343,6 +359,7 @@ rule dataset_evaluate:
     params:
         tau=lambda w: realdata_hp(w)["tau"],
         plots=_realdata_slice("plots"),
+        predict_options=predict_options,
     log:
         f"results/logs/dataset_evaluate/{REALDATA_RUN}.log",
     benchmark:
@@ -393,10 +410,7 @@ rule rna_table:
         table=report("results/tables/rna.csv", caption="../report/rna.rst", category="Real data",
                      subcategory="rna", labels={"figure": "table"}),
     params:
-        protocol=lambda w: (
-            f"60/40 split within each time point (test ratio {config['rna']['test_ratio']}), one-step-ahead W1 "
-            f"on the test split, {realdata_hp(dict_wildcards('rna'))['epochs']} epochs"
-        ),
+        protocol=lambda w: rna_protocols(),
     log:
         "results/logs/rna_table/rna.log",
     threads: 1
@@ -407,6 +421,20 @@ rule rna_table:
         "../../envs/plot.yaml"
     script:
         "../scripts/rna_table.py"
+
+
+def rna_protocols():
+    """Per RNA method, how this reproduction measured it (the source column of the RNA table)."""
+    section = config["rna"]
+    protocols = {}
+    for method in section["solvers"] + section.get("baselines", []):
+        baseline = method in section.get("baselines", [])
+        protocols[method] = (
+            f"60/40 split within each time point (test ratio {section['test_ratio']}), one-step-ahead W1 on the "
+            f"test split, {realdata_hp(dict_wildcards('rna', solver=method))['epochs']} epochs"
+            + ("; training snapshots subsampled at random to the smallest" if baseline else "")
+        )
+    return protocols
 
 
 def dict_wildcards(dataset, seed=None, solver=None):

@@ -31,6 +31,7 @@ prepared = pipeline.prepare_training_data({"x": population["x"], "t": population
 log.info("%s", prepared.summary)
 save_npz(snakemake.output.train, **prepared.train._asdict())
 save_npz(snakemake.output.test, x=prepared.x_test, t=prepared.t_test)
+save_npz(snakemake.output.train_population, x=prepared.x_train, t=prepared.t_train)  # for the JKOnet baselines
 save_npz(snakemake.output.density, **density.mixtures_to_arrays(prepared.mixtures))
 save_json(snakemake.output.summary, {"split_by": "population", "pairing": "unpaired", **split, **couplings,
                                      **mixtures, **prepared.summary})

@@ -20,19 +20,20 @@ import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jkonetstar import models, pipeline, plots  # noqa: E402
+from jkonetstar import pipeline, plots  # noqa: E402
 from jkonetstar.io import atomic_path, load_json, load_npz, save_json  # noqa: E402
 
 w = snakemake.wildcards
 seed, tau = int(w.seed), float(snakemake.params.tau)
 settings = snakemake.params.plots
-params, spec = models.load_params(snakemake.input.model)
+params, spec = pipeline.load_model(snakemake.input.model)  # a JKOnet* solver or a JKOnet baseline
+predict_options = snakemake.params.predict_options
 fit = load_json(snakemake.input.fit)
 test = load_npz(snakemake.input.test, required=("x", "t"))
 population = load_npz(snakemake.input.population, required=("x", "t", "time_values"))
 time_values = population["time_values"]
 
-scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau)
+scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options)
 labels = np.unique(test["t"])
 log.info("one-step W1 per step %s (training status %s)", np.round(scores["w1_per_step"], 5).tolist(), fit["status"])
 save_json(snakemake.output.metrics, {
@@ -47,7 +48,7 @@ save_json(snakemake.output.metrics, {
 })
 
 # One step from each observed test snapshot, with the keys pipeline.evaluate uses.
-predict = pipeline.make_predictor(params, spec, tau=tau)
+predict = pipeline.make_predictor(params, spec, tau=tau, **(predict_options or {}))
 key_eval = jax.random.fold_in(jax.random.key(seed), 1)
 observed = [test["x"][test["t"] == label] for label in labels]
 predicted = [predict(jax.random.fold_in(key_eval, int(source)), observed[i], int(target))
@@ -88,16 +89,17 @@ points = np.tile(population["x"].mean(axis=0).astype(np.float32), (grid_x.size, 
 points[:, 0] = grid_x.ravel()
 if dim > 1:
     points[:, 1] = grid_y.ravel()
-times = labels[1:].tolist() if spec.time_dependent else [None]
+time_dependent = getattr(spec, "time_dependent", False)
+times = labels[1:].tolist() if time_dependent else [None]
 values, titles = [], []
 for label in times:
-    if spec.potential:
-        v = np.asarray(models.potential_values(params, spec, points, label)).reshape(grid_x.shape)
-        values.append(v - v[np.isfinite(v)].mean() if np.any(np.isfinite(v)) else v)
-    else:
-        values.append(None)
+    v = pipeline.learned_potential(params, spec, points, label)
+    if v is not None:
+        v = v.reshape(grid_x.shape)
+        v = v - v[np.isfinite(v)].mean() if np.any(np.isfinite(v)) else v
+    values.append(v)
     titles.append("learned V" if label is None else f"learned V(., t = {int(time_values[label])})")
-clouds = [population["x"][population["t"] == label] for label in times] if spec.time_dependent else [population["x"]]
+clouds = [population["x"][population["t"] == label] for label in times] if time_dependent else [population["x"]]
 others = "" if dim <= 2 else f"; x_3..x_{dim} at the data mean"
 save_figure(
     plots.potential_panels(grid_x, grid_y, values, titles=titles, points=clouds, n_levels=settings["n_levels"],

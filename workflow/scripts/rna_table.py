@@ -45,14 +45,15 @@ LITERATURE = [
     ("JKOnet", 1.363, 0.214, "JKOnet* paper, camera-ready only (uncertain)"),
     ("JKOnet-vanilla", 3.237, 1.135, "JKOnet* paper, camera-ready only (uncertain)"),
 ]
-ALGORITHM = {"jkonet-star-time-potential": "JKOnet* (time-varying V)"}
+ALGORITHM = {"jkonet-star-time-potential": "JKOnet* (time-varying V)", "jkonet": "JKOnet",
+             "jkonet-vanilla": "JKOnet-vanilla"}
 
 runs = pd.DataFrame([load_json(path) for path in snakemake.input.metrics])
 rows = []
 for solver, group in runs.groupby("solver", sort=False):
     group = group.sort_values("seed")
     name = ALGORITHM.get(solver, solver)
-    source = f"this reproduction ({snakemake.params.protocol})"
+    source = f"this reproduction ({snakemake.params.protocol[solver]})"
     for _, run in group.iterrows():
         steps = np.asarray(run["w1_per_step"], float)
         rows.append(dict(algorithm=name, solver=solver, statistic=f"over time steps, seed {run['seed']}",
