@@ -343,7 +343,7 @@ def solve_jko_step(
     optimizer = _inner_optimizer(inner_learning_rate)
     n = x.shape[0]
 
-    @jax.checkpoint
+    @functools.partial(jax.checkpoint, prevent_cse=False)  # inside scan: CSE cannot merge steps
     def step(carry, _):
         flat, opt_state = carry  # one flat parameter vector: Adam runs as a few ops, not a few per layer
         y, pullback = _map_and_pullback(unravel(flat), transport, x)
