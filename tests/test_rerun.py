@@ -164,6 +164,15 @@ def test_training_code_change_plans_train_and_evaluate(work, graph):
     assert len(jobs_of(graph, "train") & set(planned)) == len(jobs_of(graph, "train"))
 
 
+def test_paper_figure_change_plans_the_figure_jobs_only(work, graph):
+    # The paper's figures live in jkonetstar.figures, apart from the per-run pictures (jkonetstar.plots) that
+    # every evaluate job draws: polishing a figure must not rerun the runs.
+    append_line(work / "src/jkonetstar/figures.py", "# edited by test_rerun")
+    planned = plan(work, CONFIG)
+    assert planned and {j.rule for j in planned} <= {"figure", "rna_figure", "all"}
+    assert sorted(j for j in planned if j.rule == "figure") == sorted(jobs_of(graph, "figure"))
+
+
 def test_simulator_change_plans_everything_downstream_of_simulation(work, graph):
     append_line(work / "src/jkonetstar/simulate.py", "# edited by test_rerun")
     planned = plan(work, CONFIG)
