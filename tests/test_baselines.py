@@ -145,6 +145,10 @@ def test_potential_value_and_gradient_match_the_mlp():
     np.testing.assert_allclose(B.potential_values({"potential": params}, x), reference, rtol=1e-5, atol=1e-6)
     want = jax.grad(lambda q: jnp.sum(MLP((64, 64)).apply({"params": params}, q)))(x)
     np.testing.assert_allclose(grad, want, atol=1e-5 * float(jnp.abs(want).max()))
+    # The inner loop's gradient-only path (no softplus of the last layer) gives the same gradient.
+    zeros, grad_only = jax.jit(lambda p, q: B._mlp_value_and_gradient(p, q, with_value=False))(params, x)
+    np.testing.assert_array_equal(zeros, np.zeros(len(x)))
+    np.testing.assert_allclose(grad_only, want, atol=1e-5 * float(jnp.abs(want).max()))
 
 
 @jax.jit

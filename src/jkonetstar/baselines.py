@@ -240,24 +240,37 @@ def _icnn_map_and_pullback(params, x, negative_slope=LEAKY_SLOPE):
     return out, pullback
 
 
-def _mlp_forward(params, x):
-    """Pre-activations, softplus outputs (``h[0] = x``) and sigmoids of a softplus MLP's hidden layers."""
+def _mlp_forward(params, x, last_softplus=True):
+    """Pre-activations, softplus outputs (``h[0] = x``) and sigmoids of a softplus MLP's hidden layers.
+
+    Without ``last_softplus`` the last hidden layer's softplus, which only the value of the network needs
+    (gradients need its sigmoid), is not computed: ``h`` then ends one layer early.
+    """
     n_hidden = len(params) - 1
     h, pre, sig = [x], [], []
     for k in range(n_hidden):
         pre.append(h[k] @ params[f"Dense_{k}"]["kernel"] + params[f"Dense_{k}"]["bias"])
+        if k == n_hidden - 1 and not last_softplus:
+            sig.append(jax.nn.sigmoid(pre[k]))
+            break
         softplus, sigmoid = _softplus_and_sigmoid(pre[k])
         h.append(softplus)
         sig.append(sigmoid)
     return h, pre, sig
 
 
-def _mlp_value_and_gradient(params, x):
-    """``(psi(x) [n], grad psi(x) [n, d])`` of a :class:`jkonetstar.models.MLP` (softplus), by hand."""
+def _mlp_value_and_gradient(params, x, with_value=True):
+    """``(psi(x) [n], grad psi(x) [n, d])`` of a :class:`jkonetstar.models.MLP` (softplus), by hand.
+
+    With ``with_value=False`` the first entry is zeros and the work only the value needs is skipped.
+    """
     n_hidden = len(params) - 1
-    h, _, sig = _mlp_forward(params, x)
+    h, _, sig = _mlp_forward(params, x, last_softplus=with_value)
     last = params[f"Dense_{n_hidden}"]
-    value = h[-1] @ last["kernel"][:, 0] + last["bias"][0]
+    if with_value:
+        value = h[-1] @ last["kernel"][:, 0] + last["bias"][0]
+    else:
+        value = jnp.zeros(x.shape[0], x.dtype)
     g = last["kernel"][:, 0] * sig[-1]
     for k in range(n_hidden - 1, 0, -1):
         g = (g @ params[f"Dense_{k}"]["kernel"].T) * sig[k - 1]
@@ -272,7 +285,7 @@ def _mlp_map_and_pullback(params, x):
     """
     n_hidden = len(params) - 1
     kernel = lambda k: params[f"Dense_{k}"]["kernel"]  # noqa: E731
-    h, _, sig = _mlp_forward(params, x)
+    h, _, sig = _mlp_forward(params, x, last_softplus=False)  # T and its pullback need no value of psi
     g = [None] * (n_hidden + 1)
     u = [None] * n_hidden
     g[n_hidden] = kernel(n_hidden)[:, 0]
@@ -410,7 +423,8 @@ def jkonet_loss(
     ``T`` is the inner JKO step of ``V = potential_params`` from ``x0`` ``[n, d]`` (:func:`solve_jko_step`)
     and ``x1`` ``[m, d]`` the observed next population; see :func:`sinkhorn_cost` for ``OT_eps``.
     """
-    potential = functools.partial(_mlp_value_and_gradient, potential_params)
+    # The inner objective's value is not part of the loss: V's value is not computed (zeros in its place).
+    potential = functools.partial(_mlp_value_and_gradient, potential_params, with_value=False)
     prediction, _ = solve_jko_step(potential, key, x0, transport=spec.transport, inner_steps=inner_steps,
                                    inner_learning_rate=inner_learning_rate, tau=tau, monge_gap=spec.monge_gap)
     return sinkhorn_cost(prediction, x1, epsilon), prediction
