@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from jkonetstar import metrics
-from jkonetstar.metrics import cumulative_w1, one_step_w1, wasserstein1
+from jkonetstar.metrics import cumulative_w1, one_step_predictions, one_step_w1, wasserstein1
 
 
 def _pot_w1(x, y):
@@ -72,6 +72,25 @@ def test_one_step_identity_on_static_data_is_zero_and_shift_gives_its_length():
     np.testing.assert_allclose(shifted, np.full(3, 1.0), rtol=1e-6)  # |s| = 1, shift added in float32
 
 
+def test_one_step_predictions_pair_each_snapshot_with_its_key_and_target():
+    x, t = _static_time_course(np.random.default_rng(4))
+    calls = []
+
+    def predict(key, x_source, t_target):
+        calls.append((int(jax.random.key_data(key)[-1]), len(x_source), t_target))
+        return x_source + t_target
+
+    labels, observed, predicted = one_step_predictions(predict, x, t, jax.random.key(0))
+    np.testing.assert_array_equal(labels, np.unique(t))
+    assert len(observed) == 4 and len(predicted) == 3
+    for i in range(3):
+        np.testing.assert_array_equal(observed[i], x[t == labels[i]])
+        np.testing.assert_allclose(predicted[i], observed[i] + labels[i + 1], rtol=1e-6)
+    # step i uses fold_in(key, l_i), as one_step_w1 documents
+    want = [int(jax.random.key_data(jax.random.fold_in(jax.random.key(0), int(l)))[-1]) for l in labels[:-1]]
+    assert [c[0] for c in calls] == want and [c[2] for c in calls] == labels[1:].tolist()
+
+
 def test_cumulative_rolls_out_the_prediction():
     rng = np.random.default_rng(3)
     base = rng.uniform(-4, 4, (30, 2)).astype(np.float32)
@@ -132,4 +151,4 @@ def test_evaluation_needs_two_snapshots():
 
 
 def test_module_declares_its_public_names():
-    assert set(metrics.__all__) == {"wasserstein1", "one_step_w1", "cumulative_w1"}
+    assert set(metrics.__all__) == {"wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1"}

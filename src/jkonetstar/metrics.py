@@ -15,7 +15,7 @@ from jax import Array
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["wasserstein1", "one_step_w1", "cumulative_w1"]
+__all__ = ["wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1"]
 
 _EMD_MAX_ITERATIONS = 1_000_000
 _POT_OPTIMAL = 1
@@ -68,12 +68,27 @@ def wasserstein1(x: np.ndarray, y: np.ndarray) -> float:
         )
     return float(value)
 
+def one_step_predictions(
+    predict: Predictor, x_test: np.ndarray, t_test: np.ndarray, key: Array
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Returns ``(labels, observed, predicted)``: one step of the learnt dynamics from each observed snapshot.
+
+    ``labels`` are the sorted snapshot labels l_0 < ... < l_T of ``t_test``, ``observed[i]`` the test
+    population X_{l_i}, and ``predicted[i] = predict(fold_in(key, l_i), X_{l_i}, l_{i+1})`` (T entries), the
+    prediction to compare with ``observed[i + 1]``. Arguments as in :func:`one_step_w1`.
+    """
+    labels, observed = _populations(x_test, t_test)
+    predicted = [np.asarray(predict(jax.random.fold_in(key, int(source)), observed[i], int(target)))
+                 for i, (source, target) in enumerate(zip(labels[:-1], labels[1:]))]
+    return labels, observed, predicted
+
+
 def one_step_w1(predict: Predictor, x_test: np.ndarray, t_test: np.ndarray, key: Array) -> np.ndarray:
     """Returns the one-step-ahead W1 per transition, shape ``[T]``.
 
     For consecutive labels l_i < l_{i+1} of ``t_test`` (T + 1 labels in all), entry i is
     W1(predict(fold_in(key, l_i), X_{l_i}, l_{i+1}), X_{l_{i+1}}), where X_l is the observed test
-    population with label l. Non-finite predictions give NaN for that entry.
+    population with label l (:func:`one_step_predictions`). Non-finite predictions give NaN for that entry.
 
     Args:
         predict: ``predict(key, x_source [n, d], t_target) -> [n, d]``, one step of the learned dynamics.
@@ -81,14 +96,8 @@ def one_step_w1(predict: Predictor, x_test: np.ndarray, t_test: np.ndarray, key:
         t_test: their snapshot labels, shape ``[n_total]``.
         key: typed PRNG key; step i uses ``jax.random.fold_in(key, l_i)``.
     """
-    labels, populations = _populations(x_test, t_test)
-    return np.array(
-        [
-            wasserstein1(predict(jax.random.fold_in(key, int(source)), populations[i], int(target)),
-                         populations[i + 1])
-            for i, (source, target) in enumerate(zip(labels[:-1], labels[1:]))
-        ]
-    )
+    _, observed, predicted = one_step_predictions(predict, x_test, t_test, key)
+    return np.array([wasserstein1(y, x) for y, x in zip(predicted, observed[1:])])
 
 
 def cumulative_w1(predict: Predictor, x_test: np.ndarray, t_test: np.ndarray, key: Array) -> np.ndarray:

@@ -32,6 +32,7 @@ __all__ = [
     "make_predictor",
     "train",
     "evaluate",
+    "one_step",
 ]
 
 
@@ -171,7 +172,7 @@ def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray,
     Euclidean cost) with the observed next one; ``cumulative`` rolls out from the first snapshot.
     """
     predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
-    key = jax.random.fold_in(jax.random.key(seed), 1)
+    key = _evaluation_key(seed)
     one_step = metrics.one_step_w1(predict, x_test, t_test, key)
     result = {
         "w1_per_step": one_step.tolist(),
@@ -182,6 +183,18 @@ def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray,
         rollout = metrics.cumulative_w1(predict, x_test, t_test, key)
         result.update(cumulative_w1_per_step=rollout.tolist(), cumulative_w1_mean=float(np.mean(rollout)))
     return result
+
+
+def _evaluation_key(seed: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def one_step(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *, tau: float = 1.0,
+             predict_options: dict | None = None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Returns ``(labels, observed, predicted)`` of :func:`jkonetstar.metrics.one_step_predictions`: the very
+    predictions :func:`evaluate` scores (same keys), e.g. to draw them."""
+    predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
+    return metrics.one_step_predictions(predict, x_test, t_test, _evaluation_key(seed))
 
 
 def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, t_test: np.ndarray, seed: int,

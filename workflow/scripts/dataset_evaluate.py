@@ -16,7 +16,6 @@ from jkonetstar.io import log_to, share_compilation_cache  # noqa: E402
 share_compilation_cache()  # before JAX compiles: jobs of a stage reuse compiled programs
 log = log_to(snakemake.log[0], "dataset_evaluate")
 
-import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -47,12 +46,9 @@ save_json(snakemake.output.metrics, {
     "target_time_values": [int(time_values[v]) for v in labels[1:]],
 })
 
-# One step from each observed test snapshot, with the keys pipeline.evaluate uses.
-predict = pipeline.make_predictor(params, spec, tau=tau, **(predict_options or {}))
-key_eval = jax.random.fold_in(jax.random.key(seed), 1)
-observed = [test["x"][test["t"] == label] for label in labels]
-predicted = [predict(jax.random.fold_in(key_eval, int(source)), observed[i], int(target))
-             for i, (source, target) in enumerate(zip(labels[:-1], labels[1:]))]
+# The predictions drawn: the very ones pipeline.evaluate scored (same keys).
+_, observed, predicted = pipeline.one_step(params, spec, test["x"], test["t"], seed, tau=tau,
+                                           predict_options=predict_options)
 
 
 def save_figure(fig, path):

@@ -53,13 +53,9 @@ save_json(
     },
 )
 
-# The predictions drawn: one step from each observed test snapshot, with the keys pipeline.evaluate uses
-# (identical to the evaluated ones; only solvers with noise depend on the key).
-predict = pipeline.make_predictor(params, spec, tau=tau, **(predict_options or {}))
-key_eval = jax.random.fold_in(jax.random.key(seed), 1)
-observed = [test["x"][test["t"] == label] for label in labels]
-predicted = [predict(jax.random.fold_in(key_eval, int(source)), observed[i], int(target))
-             for i, (source, target) in enumerate(zip(labels[:-1], labels[1:]))]
+# The predictions drawn: the very ones pipeline.evaluate scored (same keys).
+_, observed, predicted = pipeline.one_step(params, spec, test["x"], test["t"], seed, tau=tau,
+                                           predict_options=predict_options)
 
 
 def save_figure(fig, path):
