@@ -12,12 +12,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from jkonetstar import data, figures, models, pipeline, plots
+from jkonetstar import data, figures, metrics, models, pipeline, plots
 from snakemake_runs import ROOT, TINY_CONFIG, copy_checkout, snakemake_command, snakemake_env
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "real-data"
@@ -223,6 +224,13 @@ def test_pipeline_stages_on_tigon_data(name, key):
     scores = pipeline.evaluate(result.params, spec, prepared.x_test, prepared.t_test, 0)
     assert len(scores["w1_per_step"]) == len(population["time_values"]) - 1
     assert np.all(np.isfinite(scores["w1_per_step"]))
+    # The scripts score the predictions they draw (pipeline.one_step): same W1 as the metric on its own.
+    steps = pipeline.one_step(result.params, spec, prepared.x_test, prepared.t_test, 0)
+    reference = metrics.one_step_w1(pipeline.make_predictor(result.params, spec), prepared.x_test, prepared.t_test,
+                                    jax.random.fold_in(jax.random.key(0), 1))
+    drawn = pipeline.evaluate(result.params, spec, prepared.x_test, prepared.t_test, 0, steps=steps)
+    np.testing.assert_array_equal(scores["w1_per_step"], reference)
+    np.testing.assert_array_equal(drawn["w1_per_step"], reference)
 
 
 def test_paper_threshold_on_small_scale_data_fails_loudly():

@@ -165,15 +165,19 @@ def _predict_one(params, spec, tau, key, x, t_target):
 
 
 def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
-             tau: float = 1.0, cumulative: bool = False, predict_options: dict | None = None) -> dict:
+             tau: float = 1.0, cumulative: bool = False, predict_options: dict | None = None,
+             steps: tuple | None = None) -> dict:
     """Returns the one-step-ahead W1 per transition (and its mean and std), plus the cumulative W1 if asked.
 
     Each observed test snapshot is moved one step by the learnt dynamics and compared (exact W1,
     Euclidean cost) with the observed next one; ``cumulative`` rolls out from the first snapshot.
+    ``steps``: the output of :func:`one_step` for the same arguments, when the caller has it already
+    (e.g. to draw the predictions), so they are not computed twice.
     """
     predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
     key = _evaluation_key(seed)
-    one_step = metrics.one_step_w1(predict, x_test, t_test, key)
+    _, observed, predicted = steps if steps is not None else metrics.one_step_predictions(predict, x_test, t_test, key)
+    one_step = np.array([metrics.wasserstein1(y, x) for y, x in zip(predicted, observed[1:])])
     result = {
         "w1_per_step": one_step.tolist(),
         "w1_mean": float(np.mean(one_step)),

@@ -66,16 +66,10 @@ def solver_label(name: str) -> str:
 
 
 def _contour_levels(v_true: np.ndarray, v_learned: np.ndarray | None, n_levels: int) -> np.ndarray:
+    """Levels of the true potential; the learned one joins in only where the true one is flat (or undefined)."""
     values = v_true[np.isfinite(v_true)]
-    if values.size == 0 or np.ptp(values) < 1e-12 * max(1.0, np.abs(values).max()):
-        if v_learned is not None:
-            values = np.concatenate([values, v_learned[np.isfinite(v_learned)]])
-    if values.size == 0:
-        return np.linspace(-1.0, 1.0, n_levels)
-    low, high = np.percentile(values, [0.5, 99.5])
-    if high - low < 1e-12:
-        low, high = low - 1.0, high + 1.0
-    return np.linspace(low, high, n_levels)
+    flat = values.size == 0 or np.ptp(values) < 1e-12 * max(1.0, np.abs(values).max())
+    return shared_levels([values, v_learned] if flat else [values], n_levels)
 
 
 def level_curves(

@@ -32,7 +32,11 @@ test = load_npz(snakemake.input.test, required=("x", "t"))
 population = load_npz(snakemake.input.population, required=("x", "t", "time_values"))
 time_values = population["time_values"]
 
-scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options)
+# One step from every observed test snapshot: scored here and drawn below.
+steps = pipeline.one_step(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options)
+_, observed, predicted = steps
+scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options,
+                           steps=steps)
 labels = np.unique(test["t"])
 log.info("one-step W1 per step %s (training status %s)", np.round(scores["w1_per_step"], 5).tolist(), fit["status"])
 save_json(snakemake.output.metrics, {
@@ -46,9 +50,6 @@ save_json(snakemake.output.metrics, {
     "target_time_values": [int(time_values[v]) for v in labels[1:]],
 })
 
-# The predictions drawn: the very ones pipeline.evaluate scored (same keys).
-_, observed, predicted = pipeline.one_step(params, spec, test["x"], test["t"], seed, tau=tau,
-                                           predict_options=predict_options)
 
 
 def save_figure(fig, path):

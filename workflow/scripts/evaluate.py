@@ -32,7 +32,11 @@ predict_options = snakemake.params.predict_options
 fit = load_json(snakemake.input.fit)
 test = load_npz(snakemake.input.test, required=("x", "t"))
 
-scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options)
+# One step from every observed test snapshot: scored here and drawn below.
+steps = pipeline.one_step(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options)
+_, observed, predicted = steps
+scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options,
+                           steps=steps)
 labels = np.unique(test["t"])
 log.info("one-step W1 per step %s (training status %s)", np.round(scores["w1_per_step"], 5).tolist(), fit["status"])
 save_json(
@@ -53,9 +57,6 @@ save_json(
     },
 )
 
-# The predictions drawn: the very ones pipeline.evaluate scored (same keys).
-_, observed, predicted = pipeline.one_step(params, spec, test["x"], test["t"], seed, tau=tau,
-                                           predict_options=predict_options)
 
 
 def save_figure(fig, path):

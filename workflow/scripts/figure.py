@@ -35,16 +35,17 @@ def listing(values):
     return ", ".join(str(v) for v in values)
 
 
+def solver_phrase(name, with_eval=False):
+    """How a solver was trained: its epochs and minibatch (and evaluation interval), or its closed-form solve."""
+    hp = solvers[name]
+    if "linear" in name:
+        return f"{plots.solver_label(name)}: closed form, ridge {hp['ridge']:g}"
+    text = f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}"
+    return text + (f", W1 every {hp['eval_every']}" if with_eval else "")
+
+
 def training():
-    """One phrase per solver: its epochs and minibatch, or its closed-form solve."""
-    parts = []
-    for name, hp in solvers.items():
-        if "linear" in name:
-            parts.append(f"{plots.solver_label(name)}: closed form, ridge {hp['ridge']:g}")
-        else:
-            parts.append(f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, "
-                         f"lr {hp['learning_rate']:g}")
-    return "; ".join(parts)
+    return "; ".join(solver_phrase(name) for name in solvers)
 
 
 def setting():
@@ -58,12 +59,7 @@ def exp1():
         f"; {', '.join(plots.solver_label(s) for s in subset['solvers'])} on {listing(subset['potentials'])} only"
         for subset in grid.get("subsets", [])
     )
-    epochs = "; ".join(
-        f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}, "
-        f"W1 every {hp['eval_every']}"
-        for name, hp in ((name, solvers[name]) for name in order)
-        if "linear" not in name
-    )
+    epochs = "; ".join(solver_phrase(name, with_eval=True) for name in order if "linear" not in name)
     caption = "\n".join(textwrap.wrap(
         f"N = {listing(grid['n_particles'])} particles per snapshot, {data['test_ratio']:g} held out by "
         f"{data['split_by']}; d = {listing(grid['dims'])}; T = {data['n_steps']} steps of dt = {data['dt']:g}; "
