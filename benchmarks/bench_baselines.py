@@ -17,6 +17,11 @@ e.g.:
 The baselines' epoch is thousands of small sequential ops; XLA's CPU runtime spreads them over its thread
 pool, which costs more than it gains here: pinned to one core (``taskset -c 0``) an epoch takes 20-25%
 less wall and CPU time than on two (measured back to back), so two 1-core runs beat one 2-core run.
+
+Every figure is also printed beside this run's float32 matmul rate, measured on the cores the process may
+use (one when pinned), and as a normalised cost, seconds x matmul rate (``benchmarks/common.py``), with the
+target of issue 12: ``jkonet`` and ``jkonet-vanilla`` at most 1.0 s per epoch on one core of the reference
+machine.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import REFERENCE_RATE, cores, loaded, matmul_rates
 from jkonetstar.baselines import fit_jkonet
 from jkonetstar.models import get_solver
 from jkonetstar.simulate import simulate
@@ -78,6 +84,7 @@ def main() -> None:
           f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(os.sched_getaffinity(0))} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
 
+    rates = [matmul_rates()]
     couplings = identity_couplings(snapshots)
     rows = {"jkonet-star-potential": timed_run(
         lambda epochs, evaluate: fit(jax.random.key(0), get_solver("jkonet-star-potential"), couplings, epochs=epochs,
@@ -91,13 +98,29 @@ def main() -> None:
                 inner_steps=args.inner_steps, eval_every=1, evaluate=evaluate),
             args.epochs)
 
+    rates.append(matmul_rates())
+    rate, cpu_rate = (float(np.mean([r[i] for r in rates])) for i in (0, 1))
+    print(f"matmul rate (float32 2048^2) before / after: {rates[0][0]:.1f} / {rates[1][0]:.1f} GFLOP/s "
+          f"({rates[0][1]:.1f} / {rates[1][1]:.1f} per CPU second); normalised costs use the means, in GFLOP-eq")
+    if loaded():
+        print(f"load average {os.getloadavg()[0]:.1f} on a {os.cpu_count()}-core machine: other processes share "
+              "its cores, so wall figures (and their normalised costs) are not comparable; the CPU columns are closer")
+    targets = {"jkonet": 1.0, "jkonet-vanilla": 1.0}
+    reference = REFERENCE_RATE[1]
     star = rows["jkonet-star-potential"]["wall"]
-    print(f"{'method':24s} {'compile s':>10s} {'wall s/epoch':>13s} {'CPU s/epoch':>12s} {'wall ratio':>11s}  status")
+    print(f"{'method':24s} {'compile s':>10s} {'wall s/epoch':>13s} {'CPU s/epoch':>12s} {'wall ratio':>11s} "
+          f"{'wall x rate':>12s} {'CPU x rate':>11s}  target (1 core)  status")
     for name, row in rows.items():
-        print(f"{name:24s} {row['compile']:10.2f} {row['wall']:13.4f} {row['cpu']:12.4f} {row['wall'] / star:11.1f}  "
-              f"{row['status']}")
+        target = targets.get(name)
+        verdict = ""
+        if target is not None:
+            met = "no verdict (loaded)" if loaded() else "met" if row["wall"] * rate <= target * reference else "MISSED"
+            verdict = f"<= {target:g} s = {target * reference:g}: {met}"
+        print(f"{name:24s} {row['compile']:10.2f} {row['wall']:13.4f} {row['cpu']:12.4f} {row['wall'] / star:11.1f} "
+              f"{row['wall'] * rate:12.4g} {row['cpu'] * cpu_rate:11.4g}  {verdict:15s}  {row['status']}")
+    if cores() != 1:
+        print(f"(run on {cores()} cores: the targets are for one core, taskset -c 0)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-
 
 if __name__ == "__main__":
     main()

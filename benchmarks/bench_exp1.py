@@ -2,17 +2,21 @@
 
 Prints seconds per training epoch after compilation, compilation time, closed-form solve times, coupling
 time per snapshot pair, evaluation time per one-step-ahead W1, and the wall time of one whole job of each
-kind through the command line (process start included), each beside its target on 2 CPU cores.
-For `jkonet-star` it also prints the FLOPs of one epoch (XLA's cost analysis) and the achieved rate
-against this machine's measured float32 matmul rate.
+kind through the command line (process start included). Every figure is printed beside this run's float32
+matmul rate and as a normalised cost, seconds x matmul rate (``benchmarks/common.py``), with its target
+(issue 12: ``jkonet-star`` <= 0.5 s and ``jkonet-star-potential`` <= 5 ms per epoch, linear train jobs
+<= 2 s whole, on the idle 2-core reference machine). For ``jkonet-star`` it also prints the FLOPs of the
+pair network per epoch (6 products of a pair block with each 64 x 64 matrix per pair: 2 forward, 4 in the
+parameter gradient; the rest of the epoch is O(B) per minibatch) and the rate achieved on them.
 
-Run: .venv/bin/python benchmarks/bench_exp1.py [--epochs-jobs 1000] [--skip-jobs]
+Run: .venv/bin/python benchmarks/bench_exp1.py [--epochs-jobs 1000] [--skip-jobs] [--only-epochs]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import subprocess
 import sys
 import tempfile
@@ -23,30 +27,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import cores, figure, loaded, matmul_rates, median_time, timed
 from jkonetstar import metrics, models, pipeline, training
 from jkonetstar.io import save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def matmul_rate(n=2048):
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    dot(a, a).block_until_ready()
-    seconds = median_time(lambda: dot(a, a), 5)
-    return 2 * n**3 / seconds
+def pair_flops(params, batch_size):
+    """FLOPs of the pair network in one minibatch step: 6 products per pair with each hidden-to-hidden matrix."""
+    kernels = [params[f"Dense_{k}"]["kernel"] for k in range(len(params))]
+    per_pair = sum(2 * k.shape[0] * k.shape[1] for k in kernels[1:-1])
+    return 6 * per_pair * batch_size**2
 
 
 def epoch_timing(spec, data, repeats):
+    """Median (wall, CPU) seconds per epoch after compilation, compilation seconds, pair-network FLOPs per epoch."""
     key = jax.random.key(0)
     params = models.init_params(key, spec, data.source.shape[1])
     optimizer = training.make_optimizer()
@@ -62,18 +58,14 @@ def epoch_timing(spec, data, repeats):
     compiled = epoch.lower(state, key, data).compile()
     compile_seconds = time.perf_counter() - start
     compiled(state, key, data)[1].block_until_ready()
-    seconds = median_time(lambda: compiled(state, key, data)[1], repeats)
-    # XLA counts a scan body once, so count one minibatch step and multiply by the number of minibatches.
-    index, valid = training.minibatch_index(key, len(data.source), 250, groups)
-    batch = jax.tree.map(lambda a: a[index[0]], data)
-    step = jax.jit(jax.value_and_grad(functools.partial(models.jkonet_star_loss, spec=spec)))
-    cost = step.lower(params, batch).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return seconds, compile_seconds, float(cost.get("flops", float("nan"))) * len(index)
+    seconds = timed(lambda: compiled(state, key, data)[1], repeats)
+    n_batches = len(training.minibatch_index(key, len(data.source), 250, groups)[0])
+    flops = pair_flops(params["interaction"], 250) * n_batches if spec.interaction else float("nan")
+    return seconds, compile_seconds, flops
 
 
 def line(name, value, unit, target=None):
-    text = f"  {name:<58s} {value:10.4g} {unit}"
+    text = f"  {name:<52s} {value:9.4g} {unit}"
     if target is not None:
         text += f"   (target {target})"
     print(text, flush=True)
@@ -83,9 +75,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs-jobs", type=int, default=1000)
     parser.add_argument("--skip-jobs", action="store_true")
+    parser.add_argument("--only-epochs", action="store_true", help="time the training epochs only")
+    parser.add_argument("--repeats", type=int, default=5, help="timed jkonet-star epochs (x10 for JKOnet*_V)")
     args = parser.parse_args()
 
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s)")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s), {cores()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
     start = time.perf_counter()
     population = pipeline.simulate_population(0, potential="wavy_plateau", n_particles=2000, dim=2)
     simulate_seconds = time.perf_counter() - start
@@ -94,23 +89,35 @@ def main():
     print(f"dataset: {prepared.summary['n_train']} train / {prepared.summary['n_test']} test rows, "
           f"{len(data.source)} coupled pairs")
 
-    print("\ndata")
-    line("simulate (incl. compilation)", simulate_seconds, "s")
-    pair_seconds = prepared.summary["seconds_per_snapshot_pair"]
-    line("coupling time per snapshot pair (median, exact LP)", float(np.median(pair_seconds)), "s")
+    rates = [matmul_rates()]
+    if not args.only_epochs:
+        print("\ndata")
+        figure("simulate (incl. compilation)", simulate_seconds, rates[-1][0])
+        pair_seconds = prepared.summary["seconds_per_snapshot_pair"]
+        figure("coupling per snapshot pair (median, exact LP)", float(np.median(pair_seconds)), rates[-1][0])
 
     print("\ntraining epochs (after compilation, median)")
-    rate = matmul_rate()
-    potential_epoch, potential_compile, _ = epoch_timing(models.get_solver("jkonet-star-potential"), data, 50)
-    line("jkonet-star-potential s/epoch", potential_epoch * 1e3, "ms", "<= 12 ms; upstream 21-29 ms")
-    line("jkonet-star-potential compilation", potential_compile, "s")
-    full_epoch, full_compile, flops = epoch_timing(models.get_solver("jkonet-star"), data, 5)
-    line("jkonet-star s/epoch", full_epoch, "s", "<= 1.5 s; upstream 3.7-3.9 s")
-    line("jkonet-star compilation", full_compile, "s")
-    line("jkonet-star FLOPs per epoch (XLA cost analysis)", flops / 1e9, "GFLOP")
-    line("jkonet-star achieved rate", flops / full_epoch / 1e9, "GFLOP/s")
-    line("machine float32 matmul rate (2048^2)", rate / 1e9, "GFLOP/s")
-    line("jkonet-star share of matmul rate", 100 * flops / full_epoch / rate, "%")
+    potential_epoch, potential_compile, _ = epoch_timing(models.get_solver("jkonet-star-potential"), data,
+                                                         10 * args.repeats)
+    full_epoch, full_compile, flops = epoch_timing(models.get_solver("jkonet-star"), data, args.repeats)
+    rates.append(matmul_rates())
+    rate, cpu_rate = (float(np.mean([r[i] for r in rates])) for i in (0, 1))
+    print(f"  matmul rate (float32 2048^2) before / after the epochs: {rates[0][0]:.1f} / {rates[1][0]:.1f} GFLOP/s "
+          f"({rates[0][1]:.1f} / {rates[1][1]:.1f} per CPU second); figures below use the means")
+    if loaded():
+        print(f"  load average {os.getloadavg()[0]:.1f} on a {os.cpu_count()}-core machine: other processes share "
+              "its cores, so wall figures (and their normalised costs) are not comparable; the CPU-time lines "
+              "are closer")
+    figure("jkonet-star-potential per epoch", potential_epoch[0], rate, 0.005, unit="ms", note="upstream 21-29 ms",
+           cpu=(potential_epoch[1], cpu_rate))
+    figure("jkonet-star-potential compilation", potential_compile, rate)
+    figure("jkonet-star per epoch", full_epoch[0], rate, 0.5, note="upstream 3.7-3.9 s", cpu=(full_epoch[1], cpu_rate))
+    figure("jkonet-star compilation", full_compile, rate)
+    line("jkonet-star pair-network FLOPs per epoch", flops / 1e9, "GFLOP")
+    line("jkonet-star achieved rate on them", flops / full_epoch[0] / 1e9, "GFLOP/s")
+    line("jkonet-star share of matmul rate", 100 * flops / full_epoch[0] / 1e9 / rate, "%")
+    if args.only_epochs:
+        return
 
     print("\nclosed-form linear solvers")
     for name in ("jkonet-star-linear-potential", "jkonet-star-linear"):
@@ -119,19 +126,19 @@ def main():
         models.fit_linear(spec, data)
         first = time.perf_counter() - start
         solve = median_time(lambda: models.fit_linear(spec, data)[0]["features"]["axis"], 3)
-        line(f"{name} solve (after compilation)", solve, "s")
-        line(f"{name} first solve (incl. compilation)", first, "s")
+        figure(f"{name} solve", solve, rate)
+        figure(f"{name} first solve (incl. compilation)", first, rate)
 
     print("\nevaluation")
     x_test, t_test = prepared.x_test, prepared.t_test
     pop0, pop1 = x_test[t_test == 0], x_test[t_test == 1]
-    line("one W1 (1000 vs 1000, exact assignment)", median_time(lambda: metrics.wasserstein1(pop0, pop1), 5) * 1e3,
-         "ms")
+    figure("one W1 (1000 vs 1000, exact assignment)", median_time(lambda: metrics.wasserstein1(pop0, pop1), 5),
+           rate, unit="ms")
     params, _ = models.fit_linear(models.get_solver("jkonet-star-linear"), data)
     spec = models.get_solver("jkonet-star-linear")
     pipeline.evaluate(params, spec, x_test, t_test, 0)
-    line("one-step W1 evaluation, 5 steps (jkonet-star-linear)",
-         median_time(lambda: pipeline.evaluate(params, spec, x_test, t_test, 0)["w1_mean"], 3), "s")
+    figure("one-step W1 evaluation, 5 steps (linear)",
+           median_time(lambda: pipeline.evaluate(params, spec, x_test, t_test, 0)["w1_mean"], 3), rate)
 
     if args.skip_jobs:
         return
@@ -147,19 +154,19 @@ def main():
                            stdout=subprocess.DEVNULL)
             return time.perf_counter() - start
 
-        line("simulate job", job("simulate", "--potential", "wavy_plateau", "--out", str(tmp / "p2.npz")), "s")
-        line("couplings job", job("couplings", "--population", str(tmp / "population.npz"),
-                                  "--out-train", str(tmp / "train.npz"), "--out-test", str(tmp / "test.npz")), "s")
-        targets = {"jkonet-star-potential": "<= 20 s; upstream 38 s",
-                   "jkonet-star-linear-potential": "<= 5 s; upstream 54-57 s",
-                   "jkonet-star-linear": "<= 10 s; upstream 85-89 s"}
-        for name, target in targets.items():
+        figure("simulate job", job("simulate", "--potential", "wavy_plateau", "--out", str(tmp / "p2.npz")), rate)
+        figure("couplings job", job("couplings", "--population", str(tmp / "population.npz"),
+                                    "--out-train", str(tmp / "train.npz"), "--out-test", str(tmp / "test.npz")), rate)
+        targets = {"jkonet-star-potential": (20.0, "upstream 38 s"),
+                   "jkonet-star-linear-potential": (2.0, "upstream 54-57 s"),
+                   "jkonet-star-linear": (2.0, "upstream 85-89 s")}
+        for name, (target, note) in targets.items():
             seconds = job("train", "--solver", name, "--train", str(tmp / "train.npz"), "--test", str(tmp / "test.npz"),
                           "--epochs", str(args.epochs_jobs), "--eval-every", str(max(1, args.epochs_jobs // 10)),
                           "--out", str(tmp / f"{name}.npz"))
-            line(f"train job {name} (incl. evaluation)", seconds, "s", target)
-        line("evaluate job (jkonet-star-linear)",
-             job("evaluate", "--model", str(tmp / "jkonet-star-linear.npz"), "--test", str(tmp / "test.npz")), "s")
+            figure(f"train job {name}", seconds, rate, target, note=f"incl. evaluation; {note}")
+        figure("evaluate job (jkonet-star-linear)",
+               job("evaluate", "--model", str(tmp / "jkonet-star-linear.npz"), "--test", str(tmp / "test.npz")), rate)
 
 
 if __name__ == "__main__":

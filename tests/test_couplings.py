@@ -78,35 +78,39 @@ def test_couple_blocks_balanced_snapshots_with_uniform_marginals():
         np.testing.assert_array_equal(source_index // block_size, target_index // block_size)
 
 
-def test_paired_tiny_displacement_gives_the_identity_and_unpaired_does_not():
+def test_paired_tiny_displacement_gives_the_identity_and_shuffled_does_not():
     rng = np.random.default_rng(2)
     n = 40
     x, t = _time_course(rng, [n, n], step=1e-4)
     paired, _ = couple(x, t, block_size=10)
     np.testing.assert_array_equal(_row_index(x[t == 0], paired.source), _row_index(x[t == 1], paired.target))
 
-    unpaired, _ = couple(x, t, block_size=10, pairing="unpaired", rng=np.random.default_rng(0))
-    same = _row_index(x[t == 0], unpaired.source) == _row_index(x[t == 1], unpaired.target)
-    assert same.mean() < 0.5  # shuffled blocks rarely hold the same particle at t and t + 1
-    np.testing.assert_allclose(unpaired.weight.sum(dtype=np.float64), 1.0, rtol=1e-6)
+    for pairing in ("shuffled", "independent"):  # both shuffle every snapshot before blocking
+        shuffled, _ = couple(x, t, block_size=10, pairing=pairing, rng=np.random.default_rng(0))
+        same = _row_index(x[t == 0], shuffled.source) == _row_index(x[t == 1], shuffled.target)
+        assert same.mean() < 0.5  # shuffled blocks rarely hold the same particle at t and t + 1
+        np.testing.assert_allclose(shuffled.weight.sum(dtype=np.float64), 1.0, rtol=1e-6)
 
 
-def test_unpaired_without_blocking_equals_paired():
-    # Without blocks the plan couples whole snapshots, so row order is irrelevant.
+@pytest.mark.parametrize("block_size", [None, 30, 1000])
+def test_shuffled_with_one_block_equals_paired(block_size):
+    # With one block (whole snapshots) the plan couples whole snapshots, so row order is irrelevant.
     rng = np.random.default_rng(3)
     x, t = _time_course(rng, [30, 30, 30], step=0.3)
-    paired, _ = couple(x, t, block_size=None)
-    unpaired, _ = couple(x, t, block_size=None, pairing="unpaired", rng=np.random.default_rng(5))
-    as_set = lambda c: {(a.tobytes(), b.tobytes(), int(s)) for a, b, s in zip(c.source, c.target, c.time)}
-    assert as_set(paired) == as_set(unpaired)
+    paired, _ = couple(x, t, block_size=block_size)
+    as_set = lambda c: {(a.tobytes(), b.tobytes(), int(s), round(float(w), 6))
+                        for a, b, s, w in zip(c.source, c.target, c.time, c.weight)}
+    for pairing in ("shuffled", "independent"):
+        shuffled, _ = couple(x, t, block_size=block_size, pairing=pairing, rng=np.random.default_rng(5))
+        assert len(shuffled.source) == len(paired.source) and as_set(paired) == as_set(shuffled)
 
 
-def test_unpaired_is_reproducible_from_the_generator_seed():
+def test_shuffled_is_reproducible_from_the_generator_seed():
     rng = np.random.default_rng(4)
     x, t = _time_course(rng, [20, 20])
-    first, _ = couple(x, t, block_size=5, pairing="unpaired", rng=np.random.default_rng(7))
-    again, _ = couple(x, t, block_size=5, pairing="unpaired", rng=np.random.default_rng(7))
-    other, _ = couple(x, t, block_size=5, pairing="unpaired", rng=np.random.default_rng(8))
+    first, _ = couple(x, t, block_size=5, pairing="shuffled", rng=np.random.default_rng(7))
+    again, _ = couple(x, t, block_size=5, pairing="shuffled", rng=np.random.default_rng(7))
+    other, _ = couple(x, t, block_size=5, pairing="shuffled", rng=np.random.default_rng(8))
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first.source, other.source)
@@ -216,12 +220,14 @@ def test_couplings_round_trip_through_npz(tmp_path):
     ("kwargs", "message"),
     [
         ({"method": "lp"}, r"unknown coupling method 'lp': choose one of \['exact', 'sinkhorn'\]"),
-        ({"pairing": "random"}, r"unknown pairing 'random': choose one of \['paired', 'unpaired'\]"),
+        ({"pairing": "random"}, r"unknown pairing 'random': choose one of \['paired', 'shuffled', 'independent'\]"),
+        ({"pairing": "unpaired"}, r"^pairing 'unpaired' is now called 'shuffled' .*: use 'shuffled'"),
         ({"method": "sinkhorn"}, r"method='sinkhorn' needs epsilon > 0, got epsilon=None"),
         ({"method": "sinkhorn", "epsilon": 0.0}, r"needs epsilon > 0, got epsilon=0.0"),
         ({"epsilon": 0.1}, r"method='exact' takes no epsilon"),
         ({"block_size": 0}, r"block_size must be a positive integer or None, got 0"),
-        ({"pairing": "unpaired"}, r"pairing='unpaired' needs rng"),
+        ({"pairing": "shuffled"}, r"pairing='shuffled' needs rng"),
+        ({"pairing": "independent"}, r"pairing='independent' needs rng"),
     ],
 )
 def test_couple_rejects_bad_settings(kwargs, message):

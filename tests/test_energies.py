@@ -51,8 +51,9 @@ def _ref_bohachevsky(v):
 
 
 def _ref_rotational(v):
+    # The published runs': 10 * relu_energy(theta + pi) with relu_energy(u) = -50 max(u, 0) (paper.md 1.0).
     a, b = _halves(v)
-    return 10 * max(np.arctan2(b + 5, a + 5) + np.pi, 0.0)
+    return 10 * (-50 * max(np.arctan2(b + 5, a + 5) + np.pi, 0.0))
 
 
 REFERENCES = {
@@ -213,3 +214,54 @@ def test_sphere_gradient_is_minus_20x():
     # The simulator tests rely on this closed form.
     v = jnp.array([0.5, -1.25, 3.0])
     np.testing.assert_array_equal(np.asarray(jax.grad(energies.POTENTIALS["sphere"])(v)), -20.0 * np.asarray(v))
+
+
+def test_rotational_is_the_published_runs_potential():
+    # paper.md 1.0: the published runs used 10 * relu(theta + pi) with the code's relu energy (-50 max(., 0)),
+    # V = -500 (theta + pi), theta = atan2(b + 5, a + 5). At the origin theta = pi / 4, and
+    # d theta / d(a, b) = (-(b + 5), a + 5) / ((a + 5)^2 + (b + 5)^2) = (-0.1, 0.1), so grad V = (50, -50).
+    with jax.enable_x64(True):
+        value, grad = jax.value_and_grad(energies.POTENTIALS["rotational"])(jnp.zeros(2))
+    np.testing.assert_allclose(float(value), -500 * (np.pi / 4 + np.pi), rtol=1e-14)
+    np.testing.assert_allclose(float(value), -1963.495, atol=5e-4)
+    np.testing.assert_allclose(np.asarray(grad), [50.0, -50.0], rtol=1e-12)
+
+
+# V and grad V (central differences of the NumPy references above, float64, h = 1e-6) at three points, recorded
+# once: (V, dV/dv_0, dV/dv_1). Hand checks: sphere (-10 |v|^2, grad -20 v), relu (-50 sum max(v, 0)), watershed.
+RECORDED_POINTS = np.array([[0.5, -1.25], [-2.0, 3.0], [1.5, 2.5]])
+RECORDED = {
+    "styblinski_tang": [(-15.12304688, -5.25, 18.59375), (-53, 18.5, 8.5), (-35.9375, -14.75, -6.25)],
+    "holder_table": [(2.677064388, 4.5838581, 8.8480003), (10.43459531, 2.9330708, 4.2510163),
+                     (8.587752559, -0.79740925, 4.0712287)],
+    "flowers": [(2.024159951, 2.8945005, 0.34576502), (1.372863027, 2.8314823, -1.4749543),
+                (6.27354774, 0.85455359, -1.8549823)],
+    "oakley_ohagan": [(8.929229218, 11.990785, -1.1784651), (59.12841624, -12.534247, 29.344437),
+                      (66.82780358, 15.366211, 23.001921)],
+    "watershed": [(0.11875, 0.375, 0.025), (2.6, -2.7, 0.4), (1.6125, 2.05, 0.225)],
+    "ishigami": [(6.784376276, 0.87426157, -4.1943614), (-0.775576539, -0.44148019, -1.9786409),
+                 (5.100669316, 1.7799087, -5.1164779)],
+    "friedman": [(27.96629525, -5.4524859, 16.312452), (51.47546855, -13.88362, -42.786929),
+                 (25.39465363, -8.9112201, -7.5999507)],
+    "sphere": [(-18.125, -10, 25), (-130, 40, -60), (-85, -30, -50)],
+    "bohachevsky": [(37.75, -18.274334, -50), (213, -40, 120), (143.5, 58.274334, 100)],
+    "wavy_plateau": [(-2.892653656, -5.8915927, 1.3723085), (11.5, -4, 36), (-1.4375, 0.89159265, 13.108407)],
+    "zigzag_ridge": [(2.091813079, 3.4871517, -2.3724174), (36.58385316, -21.506849, 13.583853),
+                     (6.907948807, 1.5807573, 4.3207372)],
+    "double_exp": [(152.3135633, -17.726792, 8.9280818), (88.74839263, 25.505736, -18.86846),
+                   (192.5110431, 19.269659, 0.018554616)],
+    "relu": [(-25, -50, 0), (-150, 0, -50), (-200, -50, -50)],
+    "rotational": [(-1870.005774, 42.313117, -62.059238), (-2176.809155, 54.79452, -20.547945),
+                   (-1999.149141, 38.071066, -32.994924)],
+    "flat": [(0, 0, 0), (0, 0, 0), (0, 0, 0)],
+}
+
+
+@pytest.mark.parametrize("name", PAPER_ORDER)
+def test_potential_and_gradient_at_recorded_points(name):
+    assert set(RECORDED) == set(PAPER_ORDER)
+    with jax.enable_x64(True):
+        values, grads = jax.vmap(jax.value_and_grad(energies.POTENTIALS[name]))(jnp.asarray(RECORDED_POINTS))
+    expected = np.array(RECORDED[name])
+    np.testing.assert_allclose(np.asarray(values), expected[:, 0], rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(grads), expected[:, 1:], rtol=1e-6, atol=1e-6)

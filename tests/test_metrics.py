@@ -151,4 +151,5 @@ def test_evaluation_needs_two_snapshots():
 
 
 def test_module_declares_its_public_names():
-    assert set(metrics.__all__) == {"wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1"}
+    assert set(metrics.__all__) == {"wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1",
+                                  "gradient_recovery"}

@@ -46,7 +46,7 @@ PAPER_SOLVERS = {
 }
 # The pipeline jits the prediction (pipeline._predict_jit); the tests jit the entry points too, which
 # also replaces op-by-op dispatch (hundreds of small compilations) by one compilation per shape.
-_predict = jax.jit(predict, static_argnames=("spec", "tau"))
+_predict = jax.jit(predict, static_argnames=("spec", "tau", "step", "max_iterations"))
 _potential_values = jax.jit(potential_values, static_argnames=("spec",))
 _loss = jax.jit(jkonet_star_loss, static_argnames=("spec", "interaction_average"))
 SMALL_FEATURES = dict(degree=2, rbf_per_dim=0)  # x, x^2, y, xy, x^2 y, y^2, x y^2, x^2 y^2 in 2-D
@@ -465,7 +465,8 @@ def test_explicit_prediction_matches_reference(full_params):
     grad_v = _np_grad(full_params["potential"], x64)
     grad_w = _np_grad(full_params["interaction"], x64[:, None, :] - x64[None, :, :]).mean(axis=1)
     no_noise = full_params | {"beta": jnp.zeros(())}
-    np.testing.assert_allclose(_predict(no_noise, spec, jax.random.key(0), x, tau=tau), x64 - tau * (grad_v + grad_w),
+    np.testing.assert_allclose(_predict(no_noise, spec, jax.random.key(0), x, tau=tau, step="explicit"),
+                               x64 - tau * (grad_v + grad_w),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -475,11 +476,11 @@ def test_prediction_noise_has_variance_two_tau_abs_beta(full_params):
     spec, tau, beta = get_solver("jkonet-star-potential-internal"), 0.5, 0.3
     params = {"potential": full_params["potential"], "interaction": None, "beta": jnp.asarray(beta)}
     x = jnp.asarray(np.random.default_rng(7).normal(size=(5000, 2)), jnp.float32)
-    drift = _predict(params | {"beta": jnp.zeros(())}, spec, jax.random.key(0), x, tau=tau)
-    noisy = _predict(params, spec, jax.random.key(0), x, tau=tau)
+    drift = _predict(params | {"beta": jnp.zeros(())}, spec, jax.random.key(0), x, tau=tau, step="explicit")
+    noisy = _predict(params, spec, jax.random.key(0), x, tau=tau, step="explicit")
     np.testing.assert_array_equal(noisy, _predict(params | {"beta": jnp.asarray(-beta)}, spec, jax.random.key(0), x,
-                                                 tau=tau))
-    assert not np.array_equal(noisy, _predict(params, spec, jax.random.key(1), x, tau=tau))
+                                                 tau=tau, step="explicit"))
+    assert not np.array_equal(noisy, _predict(params, spec, jax.random.key(1), x, tau=tau, step="explicit"))
     noise = np.asarray(noisy - drift, np.float64).ravel()
     variance = 2 * tau * beta
     assert abs(noise.mean()) < 5 * np.sqrt(variance / noise.size)

@@ -72,8 +72,20 @@ def generated(tmp_path_factory) -> dict[str, Path]:
     np.savez(root / "cells.npz", X=x3, t=t3)
     frame = pd.DataFrame(x3[:, :2], columns=["gene_a", "gene_b"]).assign(day=t3)
     frame.to_csv(root / "cells.csv", index=False)
+    # Paired cells: 40 particles with ids, rows in random order, each moving 1e-3 per step (noiseless).
+    x0 = rng.uniform(-3, 3, size=(40, 2))
+    xp, tp, ids = np.concatenate([x0 + 1e-3 * k for k in range(3)]), np.repeat([0, 1, 2], 40), np.tile(np.arange(40), 3)
+    order = rng.permutation(len(xp))
+    np.savez(root / "paired.npz", X=xp[order], t=tp[order], particle=ids[order])
+    # The upstream pre-split directory form.
+    (root / "split").mkdir()
+    for part, sizes in (("train", [30, 36, 33]), ("test", [20, 24, 22])):
+        xs, ts = drifting_clouds(rng, sizes, 2)
+        np.save(root / "split" / f"{part}_data.npy", xs)
+        np.save(root / "split" / f"{part}_sample_labels.npy", ts)
     return {"trajectorynet": root / "eb_velocity_v5.npz", "directory": root / "eb_dir",
-            "npz": root / "cells.npz", "csv": root / "cells.csv"}
+            "npz": root / "cells.npz", "csv": root / "cells.csv", "paired": root / "paired.npz",
+            "split": root / "split"}
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +102,10 @@ def realdata_run(tmp_path_factory, generated):
             "cells_csv": real_section(generated["csv"], solvers=["jkonet-star-potential",
                                                                  "jkonet-star-linear-potential"],
                                       time_column="day", seeds=[0, 1]),
+            # Paired by particle ids (pairing null: read from the file), coupled in blocks of 8 of 24 particles.
+            "cells_paired": real_section(generated["paired"], solvers=["jkonet-star-potential"],
+                                         couplings={"block_size": 8}),
+            "cells_split": real_section(generated["split"], solvers=["jkonet-star-potential"]),
         },
     )
     (workdir / "real.yaml").write_text(yaml.safe_dump(config))
@@ -138,6 +154,29 @@ def test_user_datasets_write_metrics_tables_and_figures(realdata_run):
     assert summary["min_det"] == 0.0 and set(summary["components_per_snapshot"].values()) == {2}
 
 
+def test_paired_and_pre_split_datasets_reach_the_couplings_as_given(realdata_run, generated):
+    paired = realdata_run / "results/datasets/cells_paired"
+    summary = yaml.safe_load((paired / "seed~0/couplings.json").read_text())
+    assert summary["pairing"] == "paired" and summary["split_by"] == "trajectory" and summary["n_test"] == 3 * 16
+    source = np.load(generated["paired"])
+    ids = {row.tobytes(): p for row, p in zip(source["X"].astype(np.float32), source["particle"])}
+    couplings = np.load(paired / "seed~0/train_couplings.npz")
+    particle = lambda points: np.array([ids[row.tobytes()] for row in points])
+    np.testing.assert_array_equal(particle(couplings["source"]), particle(couplings["target"]))  # the identity
+    test = np.load(paired / "seed~0/test_population.npz")
+    held_out = [set(particle(test["x"][test["t"] == label])) for label in range(3)]
+    assert held_out[0] == held_out[1] == held_out[2]  # whole trajectories held out
+
+    split = realdata_run / "results/datasets/cells_split"
+    summary = yaml.safe_load((split / "seed~0/couplings.json").read_text())
+    assert summary["pairing"] == "independent" and summary["split_by"] == "given"
+    test = np.load(split / "seed~0/test_population.npz")
+    np.testing.assert_array_equal(test["x"], np.load(generated["split"] / "test_data.npy").astype(np.float32))
+    np.testing.assert_array_equal(np.bincount(test["t"]), [20, 24, 22])
+    population = np.load(split / "population.npz")
+    assert population["test"].sum() == 66 and population["time_values"].tolist() == [0, 3, 6]
+
+
 def test_rna_directory_form_runs(tmp_path, generated):
     workdir = copy_checkout(tmp_path)
     (workdir / "real.yaml").write_text(yaml.safe_dump(tiny_config(rna=real_section("data/eb_rna_pca5"))))
@@ -172,14 +211,16 @@ def test_missing_rna_data_is_one_message_and_the_rest_still_plans(tmp_path):
         (lambda c, f: c["datasets"].update(x=real_section(f["trajectorynet"].with_name("wide.npz"),
                                                           solvers=["jkonet-star-linear-potential"])),
          r"invalid config setting datasets\.x\.solvers: linear solver 'jkonet-star-linear-potential' cannot run"),
-        (lambda c, f: (c["rna"].update(baselines=["jkonet-vanilla"])),
-         r"invalid config setting rna\.baselines: baseline 'jkonet-vanilla' has no hyper-parameters"),
-        (lambda c, f: c["datasets"].update(x=real_section(f["npz"], solvers=["jkonet-star"])),
-         r"invalid config setting datasets\.x\.solvers: solver 'jkonet-star' has no hyper-parameters"),
         (lambda c, f: c["datasets"].update(rna=real_section(f["npz"])),
          r"invalid config setting datasets"),
+        (lambda c, f: c["datasets"].update(x=real_section(f["npz"], pairing="paired")),
+         r"invalid config setting datasets\.x\.pairing: 'paired' needs particle ids in .*cells\.npz"),
+        (lambda c, f: c["datasets"].update(x=real_section(f["npz"], pairing="unpaired")),
+         r"invalid config setting datasets\.x\.pairing: pairing 'unpaired' is now called 'shuffled'.*use 'shuffled'"),
+        (lambda c, f: c["datasets"].update(x=real_section(f["npz"], test_path=str(f["npz"].with_name("no.npz")))),
+         r"invalid config setting datasets\.x\.test_path: .*no\.npz not found"),
     ],
-    ids=["missing-file", "linear-in-d20", "baselines", "solver-without-settings", "reserved-name"],
+    ids=["missing-file", "linear-in-d20", "reserved-name", "paired-no-ids", "unpaired", "missing-test-file"],
 )
 def test_bad_real_data_settings_fail_before_any_job(tmp_path, generated, change, message):
     np.savez(generated["trajectorynet"].with_name("wide.npz"), X=np.zeros((20, 20)), t=np.repeat([0, 1], 10))
@@ -215,7 +256,7 @@ def test_rna_on_the_shared_embryoid_body_data(tmp_path):
 def test_pipeline_stages_on_tigon_data(name, key):
     population = data.load_population(TIGON / f"{name}.npz")
     prepared = pipeline.prepare_training_data(population, 0, test_ratio=0.4, split_by="population",
-                                              pairing="unpaired", block_size=None, n_components=10, min_det=0.0)
+                                              pairing="independent", block_size=None, n_components=10, min_det=0.0)
     assert set(prepared.summary["components_per_snapshot"].values()) == {10}
     spec = models.get_solver("jkonet-star-time-potential")
     result = pipeline.train(spec, prepared.train, prepared.x_test, prepared.t_test, 0, epochs=3, batch_size=250,

@@ -156,6 +156,21 @@ def test_learning_rate_change_plans_that_solver_only(work, graph):
     assert all("params" in p.reason.lower() for p in trains), [p.reason for p in trains]
 
 
+def test_prediction_step_change_reruns_evaluation_only(work, graph):
+    # The prediction step is an evaluation setting: the same trained model is scored again, never retrained.
+    config = yaml.safe_load((work / CONFIG).read_text())
+    solver = mlp_solver(config)
+    config["solvers"].setdefault(solver, {})["predict_step"] = "explicit"
+    write_config(work / CONFIG, config)
+
+    planned = dry_run(work, CONFIG)
+    expected = downstream(graph, jobs_of(graph, "evaluate", solver=solver))
+    assert sorted(p.job for p in planned) == sorted(expected)
+    per_run = [p.job for p in planned if p.job.rule in PER_RUN_RULES]
+    assert per_run and {j.rule for j in per_run} == {"evaluate"}
+    assert {j.wc["solver"] for j in per_run} == {solver}
+
+
 def test_training_code_change_plans_train_and_evaluate(work, graph):
     append_line(work / "src/jkonetstar/training.py", "# edited by test_rerun")
     planned = plan(work, CONFIG)
@@ -169,7 +184,7 @@ def test_paper_figure_change_plans_the_figure_jobs_only(work, graph):
     # every evaluate job draws: polishing a figure must not rerun the runs.
     append_line(work / "src/jkonetstar/figures.py", "# edited by test_rerun")
     planned = plan(work, CONFIG)
-    assert planned and {j.rule for j in planned} <= {"figure", "rna_figure", "all"}
+    assert planned and {j.rule for j in planned} <= {"figure", "prediction_figure", "rna_figure", "all"}
     assert sorted(j for j in planned if j.rule == "figure") == sorted(jobs_of(graph, "figure"))
 
 

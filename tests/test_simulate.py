@@ -176,3 +176,11 @@ def test_to_population_is_time_major_with_particle_ids():
     np.testing.assert_array_equal(particle, [0, 1, 2, 3] * 3)
     for row in range(len(x)):
         np.testing.assert_array_equal(x[row], snapshots[t[row], particle[row]])
+
+
+def test_to_population_of_independent_snapshots_gives_every_row_its_own_particle():
+    snapshots = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)
+    x, t, particle = to_population(snapshots, independent=True)
+    np.testing.assert_array_equal(particle, np.arange(12))
+    np.testing.assert_array_equal(x, snapshots.reshape(12, 2))
+    np.testing.assert_array_equal(t, np.repeat([0, 1, 2], 4))

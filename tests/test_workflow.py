@@ -152,9 +152,20 @@ def test_diverged_training_is_recorded_and_the_figure_still_made(tiny_run, tmp_p
     diverged = table[table.metric == "diverged"].set_index(["solver", "potential"]).value
     assert set(diverged["jkonet-star-potential"]) == {1.0}
     assert set(diverged["jkonet-star-linear-potential"]) == {0.0}
-    run = table[(table.solver == "jkonet-star-potential") & (table.metric == "w1_mean")]
-    assert np.all(np.isfinite(run.value)), "metrics of the last finite parameters"
+    # Never scored as if trained: every W1 and recovery row of the diverged runs is NaN, with every step, and
+    # carries status diverged; the metrics of the last finite parameters stay in metrics.json only.
+    runs = table[table.solver == "jkonet-star-potential"]
+    assert set(runs.status) == {"diverged"}
+    scored = runs[runs.metric.str.startswith(("w1_", "potential_grad_")) | (runs.metric == "last_evaluated_w1")]
+    assert len(scored) and scored.value.isna().all(), scored[scored.value.notna()]
+    assert set(scored.predict_step) == {"explicit", "implicit"}
+    linear = table[(table.solver == "jkonet-star-linear-potential") & (table.metric == "w1_mean")]
+    assert set(linear.status) == {"ok"} and np.all(np.isfinite(linear.value))
     assert (workdir / "results/figures/exp1.png").stat().st_mtime > figure_before
+    prediction = pd.read_csv(workdir / "results/tables/prediction.csv")
+    assert prediction[prediction.solver == "jkonet-star-potential"].value.isna().all()
+    summary = pd.read_csv(workdir / "results/tables/exp1_summary.csv")
+    assert summary[(summary.solver == "jkonet-star-potential") & (summary.metric == "w1_mean")].n_seeds.eq(0).all()
 
 
 @pytest.mark.parametrize(
@@ -167,10 +178,10 @@ def test_diverged_training_is_recorded_and_the_figure_still_made(tiny_run, tmp_p
          r"invalid config setting experiments\.exp1\.n_particles\[0\]: 1 is less than the minimum of 2"),
         (lambda c: c["solvers"]["jkonet-star-potential"].update(lr=0.1),
          r"invalid config setting solvers\.jkonet-star-potential: .*'lr' was unexpected"),
-        (lambda c: c["experiments"]["exp1"]["solvers"].append("jkonet-star"),
-         r"invalid config setting experiments\.exp1\.solvers: solver 'jkonet-star' has no hyper-parameters"),
+        (lambda c: c["solvers"]["jkonet-star-potential"].update(predict_step="midpoint"),
+         r"invalid config setting solvers\.jkonet-star-potential\.predict_step: 'midpoint' is not one of"),
     ],
-    ids=["unknown-potential", "negative-dt", "one-particle", "unknown-key", "solver-without-settings"],
+    ids=["unknown-potential", "negative-dt", "one-particle", "unknown-key", "unknown-predict-step"],
 )
 def test_bad_config_fails_before_any_job_with_one_line(tmp_path, change, message):
     workdir = copy_checkout(tmp_path)
@@ -182,3 +193,31 @@ def test_bad_config_fails_before_any_job_with_one_line(tmp_path, change, message
     lines = [line for line in (result.stdout + result.stderr).splitlines() if re.search(message, line)]
     assert len(lines) == 1, result.stderr
     assert not (workdir / "results").exists()
+
+
+def test_every_registered_solver_has_default_hyper_parameters(tmp_path):
+    # A solver not listed under solvers: runs with the schema's defaults (here the internal-energy MLP).
+    workdir = copy_checkout(tmp_path)
+    config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
+    config["experiments"]["exp1"]["solvers"] = ["jkonet-star-potential-internal", "jkonet-star-linear-interaction"]
+    (workdir / "defaults.yaml").write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(workdir, "defaults.yaml")
+    assert jobs["train"] == 4 and jobs["evaluate"] == 4
+
+
+def test_one_dimensional_config_runs_end_to_end(tmp_path):
+    # d = 1: every metric is written (pictures drawn as curves and histograms, never at the cost of a metric).
+    workdir = copy_checkout(tmp_path)
+    config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
+    config["experiments"]["exp1"].update(dims=[1], potentials=["wavy_plateau"])
+    (workdir / "one-d.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "2", config="one-d.yaml")
+    assert result.returncode == 0, result.stderr[-5000:]
+    table = pd.read_csv(workdir / "results/tables/exp1.csv")
+    w1 = table[table.metric == "w1_mean"]
+    assert set(w1.solver) == set(config["experiments"]["exp1"]["solvers"]) and np.all(np.isfinite(w1.value))
+    assert set(table.dim) == {1}
+    for run in (workdir / "results/runs").rglob("metrics.json"):
+        assert (run.parent / "levels.png").stat().st_size > 0 and (run.parent / "predictions.png").stat().st_size > 0
+    logs = "".join(p.read_text() for p in (workdir / "results/logs/evaluate").rglob("*.log"))
+    assert "could not be drawn" not in logs, logs[-2000:]

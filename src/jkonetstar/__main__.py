@@ -32,13 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--n-steps", type=int, default=5)
     sim.add_argument("--dt", type=float, default=0.01)
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--independent", action="store_true",
+                     help="every snapshot from its own population (no particle in two snapshots): "
+                          "couple with --pairing independent")
     sim.add_argument("--out", required=True, help="output .npz with x, t, particle")
 
     cpl = commands.add_parser("couplings", help="split, couple consecutive snapshots, fit densities")
     cpl.add_argument("--population", required=True, help=".npz with x [n, d], t [n] (and particle [n])")
     cpl.add_argument("--test-ratio", type=float, default=0.5)
     cpl.add_argument("--split-by", choices=["trajectory", "population"], default="trajectory")
-    cpl.add_argument("--pairing", choices=["paired", "unpaired"], default="paired")
+    cpl.add_argument("--pairing", default="paired",
+                     help="paired, shuffled (paired data, order lost) or independent (from simulate --independent)")
+    cpl.add_argument("--test-population", default=None,
+                     help="a pre-made test split (.npz with x, t); --population is then the training part")
     cpl.add_argument("--method", choices=["exact", "sinkhorn"], default="exact")
     cpl.add_argument("--epsilon", type=float, default=None)
     cpl.add_argument("--block-size", type=int, default=1000)
@@ -87,14 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             population = pipeline.simulate_population(
                 args.seed, potential=args.potential, interaction=args.interaction, beta=args.beta,
-                n_particles=args.n_particles, dim=args.dim, n_steps=args.n_steps, dt=args.dt)
+                n_particles=args.n_particles, dim=args.dim, n_steps=args.n_steps, dt=args.dt,
+                independent=args.independent)
             save_npz(args.out, **population)
         elif args.command == "couplings":
             population = load_npz(args.population, required=("x", "t"))
+            test = load_npz(args.test_population, required=("x", "t")) if args.test_population else None
             prepared = pipeline.prepare_training_data(
                 population, args.seed, test_ratio=args.test_ratio, split_by=args.split_by, pairing=args.pairing,
                 method=args.method, epsilon=args.epsilon, block_size=args.block_size, n_components=args.n_components,
-                sparsify_relax=args.sparsify_relax)
+                sparsify_relax=args.sparsify_relax, test_population=test)
             prepared.train.save(args.out_train)
             save_npz(args.out_test, x=prepared.x_test, t=prepared.t_test)
             print(json.dumps(prepared.summary))

@@ -21,12 +21,15 @@ __all__ = [
     "sinkhorn_plan",
     "sparsify",
     "couple",
+    "check_pairing",
     "METHODS",
     "PAIRINGS",
 ]
 
 METHODS = ("exact", "sinkhorn")
-PAIRINGS = ("paired", "unpaired")
+PAIRINGS = ("paired", "shuffled", "independent")
+"""How the rows of consecutive snapshots relate: ``paired`` (the same particles, in the same order),
+``shuffled`` (paired data with the order lost), ``independent`` (no particle in two snapshots)."""
 
 _EMD_MAX_ITERATIONS = 1_000_000
 _POT_OPTIMAL = 1
@@ -209,9 +212,14 @@ def couple(
     each block counts by its share n_k / n of the particles. Snapshots of different sizes get one
     plan per pair, without blocking.
 
-    With ``pairing="paired"`` the synthetic trajectory identity survives in the blocks (block k holds
-    the same particles at t and t + 1), as in the paper's code. ``"unpaired"`` shuffles each
-    snapshot independently first, which is what genuinely unpaired snapshots look like.
+    ``pairing`` says what the row order means. ``"paired"``: row i of every snapshot is the same
+    particle, so the trajectory identity survives in the blocks (block k holds the same particles at
+    t and t + 1), as in the paper's code. ``"shuffled"``: paired data whose order is lost; each
+    snapshot is shuffled first. ``"independent"``: no particle is in two snapshots (e.g.
+    :func:`jkonetstar.simulate.simulate_independent`, single-cell data); each snapshot is shuffled
+    too, so that an index block is a random sample of its snapshot whatever order the rows came in.
+    Without blocking (or with one block) the pairings give the same plans: exact OT does not depend
+    on the row order.
 
     Args:
         x: particles of all snapshots, shape ``[n_total, d]``.
@@ -219,8 +227,8 @@ def couple(
         method: ``"exact"`` (:func:`exact_plan`) or ``"sinkhorn"`` (:func:`sinkhorn_plan`).
         epsilon: Sinkhorn regularisation; required for ``"sinkhorn"``, must be None for ``"exact"``.
         block_size: particles per block for balanced pairs; None couples whole snapshots.
-        pairing: ``"paired"`` or ``"unpaired"``.
-        rng: NumPy generator for the ``"unpaired"`` shuffles; required there.
+        pairing: one of :data:`PAIRINGS`.
+        rng: NumPy generator of the shuffles; required unless ``pairing="paired"``.
         sinkhorn_threshold: Sinkhorn marginal-error tolerance.
         sinkhorn_max_iterations: Sinkhorn iteration cap.
         sparsify_relax: halve the sparsification threshold of a plan with nothing above it (``relax``
@@ -239,8 +247,7 @@ def couple(
     """
     if method not in METHODS:
         raise ValueError(f"unknown coupling method {method!r}: choose one of {list(METHODS)}")
-    if pairing not in PAIRINGS:
-        raise ValueError(f"unknown pairing {pairing!r}: choose one of {list(PAIRINGS)}")
+    check_pairing(pairing)
     if method == "sinkhorn" and (epsilon is None or not epsilon > 0):
         raise ValueError(f"method='sinkhorn' needs epsilon > 0, got epsilon={epsilon!r}")
     if method == "exact" and epsilon is not None:
@@ -248,8 +255,8 @@ def couple(
     is_count = isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool)
     if block_size is not None and not (is_count and block_size >= 1):
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
-    if pairing == "unpaired" and rng is None:
-        raise ValueError("pairing='unpaired' needs rng (a np.random.Generator) to shuffle the snapshots")
+    if pairing != "paired" and rng is None:
+        raise ValueError(f"pairing={pairing!r} needs rng (a np.random.Generator) to shuffle the snapshots")
     x = np.asarray(x)
     t = np.asarray(t)
     if x.ndim != 2 or t.shape != (len(x),):
@@ -259,7 +266,7 @@ def couple(
         raise ValueError(f"need at least two snapshot labels in t to couple, got {labels.tolist()}")
 
     snapshots = [x[t == label] for label in labels]
-    if pairing == "unpaired":
+    if pairing != "paired":
         snapshots = [snapshot[rng.permutation(len(snapshot))] for snapshot in snapshots]
 
     pieces, seconds = [], []
@@ -269,6 +276,15 @@ def couple(
                                    sinkhorn_threshold, sinkhorn_max_iterations, sparsify_relax))
         seconds.append(_time.perf_counter() - start)
     return Couplings(*(np.concatenate(field) for field in zip(*pieces))), seconds
+
+
+def check_pairing(pairing: str) -> None:
+    """Raises ValueError for a name not in :data:`PAIRINGS` (the former ``"unpaired"`` says its new name)."""
+    if pairing == "unpaired":
+        raise ValueError("pairing 'unpaired' is now called 'shuffled' (paired data with the order lost): use "
+                         "'shuffled', or 'independent' for snapshots that share no particle")
+    if pairing not in PAIRINGS:
+        raise ValueError(f"unknown pairing {pairing!r}: choose one of {list(PAIRINGS)}")
 
 
 def _couple_pair(x0, x1, label, method, epsilon, block_size, sinkhorn_threshold, sinkhorn_max_iterations, relax):

@@ -3,7 +3,8 @@
 Each function maps ``v`` of shape ``[d]`` to a scalar. The definitions follow the code that produced the
 paper's figures where it differs from the docstrings there (paper.md section 1.0): holder_table has a
 positive sign and a factor 10, wavy_plateau uses cos(pi v), zigzag_ridge uses cos(v_i), sphere is the
-concave -10|v|^2. "Half-means" ``a, b`` are the means of the first and the second half of the
+concave -10|v|^2, rotational is -500 (atan2(b + 5, a + 5) + pi) (the printed 10 ReLU(.) composed with the
+code's own relu energy). "Half-means" ``a, b`` are the means of the first and the second half of the
 coordinates (for d = 2 simply v_0 and v_1).
 
 Interaction energies are the same functions applied to the difference ``z = x - y`` of two particles.
@@ -101,8 +102,11 @@ def relu(v):
 
 
 def rotational(v):
+    # The published runs' version: 10 * relu(theta + pi) with the registry's own ``relu`` energy
+    # (-50 max(0, .)), i.e. -500 (theta + pi) since theta + pi >= 0; the paper prints 10 max(0, theta + pi),
+    # whose drift is 50x weaker and of opposite sign (README, list of differences).
     a, b = _half_means(v)
-    return 10.0 * jnp.maximum(jnp.arctan2(b + 5.0, a + 5.0) + jnp.pi, 0.0)
+    return 10.0 * relu(jnp.reshape(jnp.arctan2(b + 5.0, a + 5.0) + jnp.pi, (1,)))
 
 
 def flat(v):

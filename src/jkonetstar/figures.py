@@ -40,6 +40,10 @@ __all__ = [
     "ot_display",
     "ablation_figure",
     "pairing_figure",
+    "configured_step_rows",
+    "history_with_steps",
+    "prediction_table",
+    "prediction_figure",
     "rna_figure",
 ]
 
@@ -267,6 +271,40 @@ def failed_runs(table: pd.DataFrame) -> pd.DataFrame:
     return wide[[*keys, "w1_mean", "failed"]]
 
 
+def configured_step_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Returns the rows of ``table`` computed with each run's configured prediction step.
+
+    The tidy tables hold the W1 of the JKOnet* MLP solvers with every prediction step (column
+    ``predict_step``); the run's own step is the one of its ``diverged`` row (every run has one). Tables without
+    a ``predict_step`` column are returned unchanged.
+    """
+    if "predict_step" not in table.columns:
+        return table
+    keys = [k for k in RUN_KEYS if k in table.columns]
+    chosen = table.loc[table["metric"] == "diverged", [*keys, "predict_step"]].drop_duplicates(keys)
+    merged = table.merge(chosen.rename(columns={"predict_step": "_chosen"}), on=keys, how="left")
+    keep = merged["_chosen"].isna() | (merged["predict_step"] == merged["_chosen"])
+    return merged.loc[keep, table.columns].reset_index(drop=True)
+
+
+def history_with_steps(history: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Returns ``history`` whose ``w1`` column is the W1 of each run's configured prediction step.
+
+    The training histories of the JKOnet* MLP solvers hold the W1 of the default (implicit) step in ``w1`` and
+    of the others in ``w1_<step>`` (:func:`jkonetstar.pipeline.train`); runs configured with another step get
+    that column as ``w1``.
+    """
+    if "predict_step" not in table.columns:
+        return history
+    keys = [k for k in RUN_KEYS if k in table.columns and k in history.columns]
+    chosen = table.loc[table["metric"] == "diverged", [*keys, "predict_step"]].drop_duplicates(keys)
+    merged = history.merge(chosen, on=keys, how="left")
+    for column in [c for c in history.columns if c.startswith("w1_")]:
+        use = merged["predict_step"] == column.removeprefix("w1_")
+        merged.loc[use, "w1"] = merged.loc[use, column]
+    return merged[history.columns]
+
+
 def seed_summary(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.DataFrame:
     """Returns mean, std (ddof 0), min, max and count over seeds of every metric of every setting.
 
@@ -278,7 +316,7 @@ def seed_summary(table: pd.DataFrame, by: Sequence[str] | None = None) -> pd.Dat
         Columns ``by``, ``metric``, ``mean``, ``std``, ``min``, ``max``, ``n_seeds`` (finite values only;
         ``n_seeds`` counts them, so a setting whose seeds all failed has count 0 and NaN statistics).
     """
-    by = list(by) if by is not None else [k for k in RUN_KEYS if k in table.columns and k != "seed"]
+    by = list(by) if by is not None else [k for k in (*RUN_KEYS, "predict_step") if k in table.columns and k != "seed"]
     values = table.assign(value=table["value"].astype(float).where(np.isfinite(table["value"].astype(float))))
     grouped = values.groupby([*by, "metric"], sort=False, dropna=False)["value"]
     summary = grouped.agg(mean="mean", std=lambda v: float(np.std(v.dropna())) if v.notna().any() else np.nan,
@@ -389,8 +427,8 @@ def exp3_figure(
     of the correlation between learnt and true gradients of the potential and of the interaction on the grid.
 
     Args:
-        table: tidy results with the metrics of ``workflow/scripts/table.py`` and of
-            ``workflow/scripts/recovery.py`` (``beta_recovered``, ``potential_grad_corr``, ``interaction_grad_corr``).
+        table: tidy results with the metrics of ``workflow/scripts/table.py``, recovery included
+            (``beta_recovered``, ``potential_grad_corr``, ``interaction_grad_corr``: :func:`jkonetstar.pipeline.recovery`).
         solver_order: order of the solvers (default: the paper's).
         caption: settings, under the figure.
     """
@@ -440,7 +478,12 @@ def exp3_figure(
         ax.plot([min(betas) - 0.1 * span, max(betas) + 0.1 * span], [min(betas) - 0.1 * span,
                 max(betas) + 0.1 * span], color="0.3", ls="--", lw=1, label="learnt = true")
         ax.set_xticks(betas)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left")
+        negative = int(np.sum(beta["value"].to_numpy(float) < 0))
+        ax.text(0.98, 0.02, f"{negative} of {len(beta)} runs learn beta < 0: beta is not identifiable when the\n"
+                "potential can absorb grad log rho (paper App. G.1), so V may take over the diffusion's\n"
+                "drift; the prediction uses |beta| (table: beta_abs_recovered)", ha="right", va="bottom",
+                fontsize="x-small", transform=ax.transAxes, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     else:
         ax.text(0.5, 0.5, "no solver here learns beta", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(r"true $\beta$")
@@ -550,6 +593,26 @@ def ablation_figure(table: pd.DataFrame, *, caption: str | None = None) -> Figur
     return fig
 
 
+_PAIRING_STYLES = {"paired": {"color": "C0", "marker": "o"}, "shuffled": {"color": "C1", "marker": "s"},
+                   "independent": {"color": "C3", "marker": "^"}}
+
+
+def _solver_panels(table: pd.DataFrame, solvers: Sequence[str]) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) per panel: one per solver, one per prediction step where a solver was scored with several."""
+    panels = []
+    for solver in solvers:
+        rows = table[table["solver"] == solver]
+        steps = (rows.loc[rows["metric"] == "w1_mean", "predict_step"].dropna().unique()
+                 if "predict_step" in rows.columns else [])
+        if len(steps) <= 1:
+            panels.append((solver_label(solver), rows))
+            continue
+        for step in sorted(steps):
+            keep = (rows["metric"] != "w1_mean") | (rows["predict_step"] == step)
+            panels.append((f"{solver_label(solver)}, {step} prediction", rows[keep]))
+    return panels
+
+
 def pairing_figure(
     table: pd.DataFrame,
     *,
@@ -557,45 +620,129 @@ def pairing_figure(
     solver_order: Sequence[str] | None = None,
     caption: str | None = None,
 ) -> Figure:
-    """Returns Exp. 4.1 with paired and unpaired snapshots side by side: one panel per solver.
+    """Returns Exp. 4.1 with paired, shuffled and independent snapshots side by side.
 
-    Markers: final one-step EMD (raw; log axis when the values span more than a decade) per potential, mean
-    over seeds, bars min-max over seeds; failed runs are marked on the top edge. Note that exact couplings are
-    invariant to the order of the particles, so pairing only matters when a snapshot is coupled in several
-    blocks (training particles per snapshot > the couplings' block size).
+    One panel per solver (and prediction step, where a solver was scored with several: column
+    ``predict_step``) and particle count N; in each, per potential, one marker per pairing: final one-step
+    EMD (raw; log axis when the values span more than a decade), mean over seeds, bars min-max over seeds;
+    failed runs are marked on the top edge. Exact couplings are invariant to the order of the particles, so
+    shuffling only matters when a snapshot is coupled in several blocks (training particles per snapshot >
+    the couplings' block size); independent snapshots share no particle at all, so their EMD has a floor: the W1
+    between two independent samples of one snapshot (metric ``two_sample_w1``, drawn as a grey bar), which even
+    the true dynamics would score.
     """
-    runs = failed_runs(table)
-    solvers = _ordered(runs["solver"], solver_order or list(SOLVER_LABELS))
-    potentials = _ordered(runs["potential"], potential_order)
-    pairings = _ordered(runs["pairing"], ["paired", "unpaired"])
-    n_seeds = int(runs["seed"].nunique())
-    styles = {"paired": {"color": "C0", "marker": "o"}, "unpaired": {"color": "C3", "marker": "s"}}
-    fig, axes = plt.subplots(1, len(solvers), figsize=(max(6, 0.55 * len(potentials) + 2) * len(solvers), 4.8),
-                             layout="constrained", sharey=True, squeeze=False)
-    for ax, solver in zip(axes[0], solvers):
-        for i, pairing in enumerate(pairings):
-            rows = runs[(runs["solver"] == solver) & (runs["pairing"] == pairing)]
-            stats = rows.groupby("potential")["w1_mean"].agg(["mean", "min", "max"]).reindex(potentials)
-            x = np.arange(len(potentials)) + (i - (len(pairings) - 1) / 2) * 0.25
-            mean = stats["mean"].to_numpy(float)
-            spread = np.vstack([mean - stats["min"].to_numpy(float), stats["max"].to_numpy(float) - mean])
-            style = styles.get(pairing, {"color": f"C{i}", "marker": "D"})
-            ax.errorbar(x, mean, yerr=np.nan_to_num(spread) if n_seeds > 1 else None, fmt=style["marker"],
-                        color=style["color"], ms=7, mec="black", mew=0.5, capsize=2, lw=1, label=pairing)
-            failed = rows[rows["failed"]].drop_duplicates("potential")
-            ax.scatter([x[potentials.index(p)] for p in failed["potential"]], np.ones(len(failed)),
-                       transform=ax.get_xaxis_transform(), marker="v", color=style["color"], clip_on=False)
-        finite = runs.loc[runs["solver"] == solver, "w1_mean"].dropna()
+    solvers = _ordered(table["solver"], solver_order or list(SOLVER_LABELS))
+    potentials = _ordered(table["potential"], potential_order)
+    pairings = _ordered(table["pairing"], list(_PAIRING_STYLES))
+    sizes = sorted(table["n_particles"].unique())
+    n_seeds = int(table["seed"].nunique())
+    panels = _solver_panels(table, solvers)
+    width = max(6, 0.6 * len(potentials) + 2)
+    fig, axes = plt.subplots(len(panels), len(sizes), figsize=(width * len(sizes), 3.6 * len(panels)),
+                             layout="constrained", sharey="row", squeeze=False)
+    for (title, rows), panel_axes in zip(panels, axes):
+        runs = failed_runs(rows)
+        for ax, n in zip(panel_axes, sizes):
+            for i, pairing in enumerate(pairings):
+                cell = runs[(runs["n_particles"] == n) & (runs["pairing"] == pairing)]
+                stats = cell.groupby("potential")["w1_mean"].agg(["mean", "min", "max"]).reindex(potentials)
+                x = np.arange(len(potentials)) + (i - (len(pairings) - 1) / 2) * 0.22
+                mean = stats["mean"].to_numpy(float)
+                spread = np.vstack([mean - stats["min"].to_numpy(float), stats["max"].to_numpy(float) - mean])
+                style = _PAIRING_STYLES.get(pairing, {"color": f"C{i + 4}", "marker": "D"})
+                ax.errorbar(x, mean, yerr=np.nan_to_num(spread) if n_seeds > 1 else None, fmt=style["marker"],
+                            color=style["color"], ms=6, mec="black", mew=0.5, capsize=2, lw=1, label=pairing)
+                floor = rows[(rows["metric"] == "two_sample_w1") & (rows["n_particles"] == n)
+                             & (rows["pairing"] == pairing)].groupby("potential")["value"].mean().reindex(potentials)
+                if floor.notna().any():  # independent snapshots: even the true dynamics scores about this
+                    ax.hlines(floor.to_numpy(float), x - 0.13, x + 0.13, color="0.45", lw=2.5, zorder=0,
+                              label="two-sample floor" if i == len(pairings) - 1 else None)
+                failed = cell[cell["failed"]].drop_duplicates("potential")
+                ax.scatter([x[potentials.index(p)] for p in failed["potential"]], np.ones(len(failed)),
+                           transform=ax.get_xaxis_transform(), marker="v", color=style["color"], clip_on=False)
+            ax.set_xticks(range(len(potentials)), [p.replace("_", " ") for p in potentials], rotation=30,
+                          ha="right")
+            ax.set_title(f"{title}, N = {n}", fontsize="medium")
+            ax.grid(axis="y", alpha=0.3)
+        finite = runs["w1_mean"].dropna()
         if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 10:
-            ax.set_yscale("log")
-        ax.set_xticks(range(len(potentials)), [p.replace("_", " ") for p in potentials], rotation=30, ha="right")
-        ax.set_title(solver_label(solver), fontsize="medium")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize="small", title="snapshots")
-    axes[0, 0].set_ylabel("final one-step EMD (raw; log axis when it spans > 10x)")
+            panel_axes[0].set_yscale("log")
+        panel_axes[0].set_ylabel("final one-step EMD")
+    axes[0, 0].legend(fontsize="small", title="snapshots")
     spread_note = "mean, bars min-max over seeds" if n_seeds > 1 else "one seed"
-    fig.suptitle(f"Paired (particle order kept, as in the paper's code) vs unpaired snapshots ({spread_note}; "
-                 "triangles on top: failed runs)", fontsize="medium")
+    fig.suptitle("Paired (the same particles, order kept, as in the paper's code), shuffled (order lost) and "
+                 f"independent snapshots (no particle in two snapshots) ({spread_note}; raw EMD, log axis when it "
+                 "spans > 10x; triangles on top: failed runs)", fontsize="medium")
+    if caption:
+        fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
+    return fig
+
+
+STEP_STYLES = {"explicit": {"color": "C3", "marker": "s"}, "implicit": {"color": "C0", "marker": "o"}}
+
+
+def prediction_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Returns the tidy prediction-step comparison of Exp. 4.1: potential, solver, predict_step, seed, metric,
+    value, for the runs scored with more than one step (the JKOnet* MLP solvers), metrics ``w1_mean`` and
+    the per-transition ``w1_step_<t>``."""
+    w1 = table[(table["metric"] == "w1_mean") | table["metric"].str.startswith("w1_step_")]
+    keys = [k for k in RUN_KEYS if k in table.columns]
+    n_steps = w1[w1["metric"] == "w1_mean"].groupby(keys)["predict_step"].nunique()
+    several = n_steps[n_steps > 1].reset_index()[keys]
+    rows = w1.merge(several, on=keys)
+    return rows[["potential", "solver", "predict_step", "seed", "metric", "value"]].reset_index(drop=True)
+
+
+def prediction_figure(
+    table: pd.DataFrame,
+    *,
+    potential_order: Sequence[str] | None = None,
+    solver_order: Sequence[str] | None = None,
+    caption: str | None = None,
+) -> Figure:
+    """Returns the explicit vs implicit prediction step of the same trained models: one panel per solver.
+
+    Each panel shows per potential the final one-step EMD (W1, mean over the time steps; marker: mean over
+    seeds, bar: min-max) of both steps, joined by a grey line, on a log axis; its title gives the number of
+    potentials where the implicit step is lower and the geometric mean of the ratios implicit / explicit.
+
+    Args:
+        table: :func:`prediction_table` output.
+    """
+    mean = table[table["metric"] == "w1_mean"]
+    solvers = _ordered(mean["solver"], solver_order or list(SOLVER_LABELS))
+    potentials = _ordered(mean["potential"], potential_order)
+    steps = _ordered(mean["predict_step"], list(STEP_STYLES))
+    fig, axes = plt.subplots(len(solvers), 1, figsize=(max(7.0, 0.55 * len(potentials) + 2.5), 3.3 * len(solvers)),
+                             layout="constrained", squeeze=False)
+    x = np.arange(len(potentials))
+    for ax, solver in zip(axes[:, 0], solvers):
+        rows = mean[mean["solver"] == solver]
+        stats = rows.groupby(["potential", "predict_step"])["value"].agg(["mean", "min", "max"])
+        for i, potential in enumerate(potentials):
+            values = [stats["mean"].get((potential, step), np.nan) for step in steps]
+            ax.plot([i - 0.12, i + 0.12][: len(values)], values, color="0.7", lw=0.8, zorder=1)
+        for j, step in enumerate(steps):
+            s = stats.xs(step, level="predict_step").reindex(potentials)
+            offset = (j - (len(steps) - 1) / 2) * 0.24
+            ax.errorbar(x + offset, s["mean"], yerr=[s["mean"] - s["min"], s["max"] - s["mean"]], ls="none",
+                        ms=6, mec="black", mew=0.5, capsize=2, lw=1, label=f"{step} step", zorder=2,
+                        **STEP_STYLES.get(step, {"marker": "D", "color": f"C{j + 2}"}))
+        wide = stats["mean"].unstack("predict_step").reindex(potentials)
+        note = ""
+        if {"explicit", "implicit"} <= set(wide.columns):
+            ratio = (wide["implicit"] / wide["explicit"]).to_numpy(dtype=float)
+            finite = np.isfinite(ratio) & (ratio > 0)
+            if finite.any():
+                note = (f": implicit lower on {int(np.sum(ratio[finite] < 1))} of {int(finite.sum())} potentials, "
+                        f"geometric mean of implicit / explicit {np.exp(np.mean(np.log(ratio[finite]))):.3g}")
+        ax.set_title(f"{solver_label(solver)}{note}", fontsize="medium")
+        ax.set_yscale("log")
+        ax.set_ylabel("one-step EMD (W1, log)")
+        ax.set_xticks(x, potentials, rotation=35, ha="right")
+        ax.grid(axis="y", which="major", alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    fig.suptitle("The same trained models predicted with the explicit and the implicit step", fontsize="medium")
     if caption:
         fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
     return fig

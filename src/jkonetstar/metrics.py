@@ -15,7 +15,7 @@ from jax import Array
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1"]
+__all__ = ["wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1", "gradient_recovery"]
 
 _EMD_MAX_ITERATIONS = 1_000_000
 _POT_OPTIMAL = 1
@@ -131,3 +131,39 @@ def _populations(x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, list[np.ndar
     if labels.size < 2:
         raise ValueError(f"need at least two snapshot labels in t_test, got {labels.tolist()}")
     return labels, [x[t == label] for label in labels]
+
+
+def gradient_recovery(learned: np.ndarray, true: np.ndarray, scale: float = 1.0) -> dict[str, float]:
+    """Returns how well a learnt gradient field ``scale * learned`` matches the true one, both ``[n, d]``.
+
+    - ``nmae``: normalised mean absolute error ``mean_i |scale g_i - g*_i| / mean_i |g*_i|`` (Euclidean norms
+      per point; 0 is perfect, 1 is as bad as predicting no drift);
+    - ``cosine``: mean cosine similarity of ``g_i`` and ``g*_i`` over the points where both are non-zero
+      (1 is perfect; invariant to ``scale``);
+    - ``corr``: Pearson correlation of all components; ``rel_error``: ``|scale g - g*|_2 / |g*|_2``.
+
+    Undefined entries are NaN: a zero true field (flat potential) has no nmae, rel_error or cosine, a
+    constant one no correlation; non-finite learnt gradients make every entry NaN.
+    """
+    learned = np.asarray(learned, np.float64).reshape(len(true), -1)
+    true = np.asarray(true, np.float64).reshape(len(true), -1)
+    nan = float("nan")
+    if not np.all(np.isfinite(learned)):
+        return {"nmae": nan, "cosine": nan, "corr": nan, "rel_error": nan}
+    scaled = scale * learned
+    true_norm, learned_norm = np.linalg.norm(true, axis=1), np.linalg.norm(learned, axis=1)
+    mean_true = float(np.mean(true_norm))
+    tiny = 1e-12 * max(1.0, float(np.max(true_norm, initial=0.0)))
+    both = (true_norm > tiny) & (learned_norm > 1e-30)
+    cosine = (float(np.mean(np.sum(learned[both] * true[both], axis=1) / (learned_norm[both] * true_norm[both])))
+              if both.any() else nan)
+    flat_true, flat_learned = true.ravel(), scaled.ravel()
+    corr = (float(np.corrcoef(flat_learned, flat_true)[0, 1])
+            if np.std(flat_true) > 1e-12 and np.std(flat_learned) > 1e-12 else nan)
+    norm = float(np.linalg.norm(flat_true))
+    return {
+        "nmae": float(np.mean(np.linalg.norm(scaled - true, axis=1)) / mean_true) if mean_true > tiny else nan,
+        "cosine": cosine,
+        "corr": corr,
+        "rel_error": float(np.linalg.norm(flat_learned - flat_true) / norm) if norm > 1e-12 else nan,
+    }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -37,6 +38,10 @@ __all__ = [
     "init_params",
     "jkonet_star_loss",
     "fit_linear",
+    "PREDICT_STEPS",
+    "default_predict_step",
+    "StepInfo",
+    "predict_step_info",
     "predict",
     "potential_values",
     "energy_gradients",
@@ -121,24 +126,36 @@ def init_params(key: jax.Array, spec: SolverSpec, dim: int, hidden: tuple[int, .
     }
 
 
+@jax.custom_jvp
+def _softplus_sigmoid(pre):
+    """``(softplus(pre), sigmoid(pre))`` from one ``exp(-|pre|)``; derivatives ``(s, s (1 - s))`` in closed form."""
+    e = jnp.exp(-jnp.abs(pre))
+    return jnp.maximum(pre, 0.0) + jnp.log1p(e), jnp.where(pre >= 0, 1.0, e) / (1.0 + e)
+
+
+@_softplus_sigmoid.defjvp
+def _softplus_sigmoid_jvp(primals, tangents):
+    (pre,), (d_pre,) = primals, tangents
+    softplus, sigmoid = _softplus_sigmoid(pre)
+    return (softplus, sigmoid), (sigmoid * d_pre, sigmoid * (1.0 - sigmoid) * d_pre)
+
+
 def mlp_input_gradient(params: dict, x: jax.Array) -> jax.Array:
     """Returns ``grad_x MLP(x)`` for a batch ``x`` ``[n, d_in]`` as ``[n, d_in]``, by an explicit backward pass.
 
-    Equal to ``vmap(grad(MLP.apply))`` but written as batched matrix products (softplus' = sigmoid), which
-    XLA runs about 1.5x faster for the O(B^2) interaction pairs and which differentiates cleanly again in
-    the parameters.
+    Equal to ``vmap(grad(MLP.apply))`` but written as batched matrix products (softplus' = sigmoid, both from
+    one exponential, with closed-form derivatives), which differentiates cleanly again in the parameters.
     """
     n_layers = len(params)
-    pre = []
+    sigmoids = []
     h = x
     for i in range(n_layers - 1):
         layer = params[f"Dense_{i}"]
-        a = h @ layer["kernel"] + layer["bias"]
-        pre.append(a)
-        h = jax.nn.softplus(a)
+        h, sigmoid = _softplus_sigmoid(h @ layer["kernel"] + layer["bias"])
+        sigmoids.append(sigmoid)
     g = jnp.broadcast_to(params[f"Dense_{n_layers - 1}"]["kernel"][:, 0], h.shape)
     for i in reversed(range(n_layers - 1)):
-        g = g * jax.nn.sigmoid(pre[i])
+        g = g * sigmoids[i]
         g = g @ params[f"Dense_{i}"]["kernel"].T
     return g
 
@@ -165,14 +182,204 @@ def _feature_map(params):
     return feats.FeatureMap(f["exponents"], f["centres"], f["width"], degree, f["axis"])
 
 
+# The interaction term evaluates grad W at all B^2 differences y_i - y_j of a minibatch. Its parameter gradient
+# costs six products of a [pairs, 64] block with a 64 x 64 matrix per pair (two forward, four backward; we
+# found no exact restructuring with fewer); what the helpers below save is everything around them. The first
+# layer is linear, so its pre-activation is (y_i W_0 + b_0) - (y_j W_0): O(B) products instead of O(B^2).
+# Rows are processed in blocks of about _PAIR_BLOCK pairs (a block's activations, 1.6 MB each, stay in cache),
+# and under differentiation each block runs its hand-written backward pass right after its forward pass, in
+# the same sweep (the cotangent of a row's residual needs only that row's pairs), so no [B^2, 64] activation
+# is stored and read back, and XLA drops the cotangents nobody asks for (coupling weights, usually).
+
+_PAIR_BLOCK = 6250
+"""Pairs per block of the interaction sweep (rows per block: ``_PAIR_BLOCK // n``, at least 1); 2500-12500
+measured equal within noise on 2 cores, 62500 (one block per minibatch) 15% slower."""
+
+
+def _mlp_layers(params):
+    """Kernels and biases of an :class:`MLP`'s layers, input layer first."""
+    layers = [params[f"Dense_{k}"] for k in range(len(params))]
+    return [layer["kernel"] for layer in layers], [layer["bias"] for layer in layers]
+
+
+def _pair_forward(kernel, bias, first_rows, first_cols):
+    """Activations and input-gradient chain of the pair network at ``first_rows_i - first_cols_j``.
+
+    ``first_rows`` ``[r, H_0]`` and ``first_cols`` ``[n, H_0]`` are the two parts of the first pre-activation
+    (``y_i W_0 + b_0`` and ``y_j W_0``); pairs are row-major, ``[r * n, .]``. Hidden layer ``k`` has
+    ``pre_k = h_{k-1} W_k + b_k``, ``h_k = softplus(pre_k)``, ``s_k = sigmoid(pre_k)``; the input gradient is
+    ``u_0 W_0^T`` with ``g_{L-1} = w`` (output kernel), ``u_k = g_k * s_k``, ``g_{k-1} = u_k W_k^T``.
+    Returns ``(h, s, g, u)`` per hidden layer (``h`` without the last layer's, which no gradient needs).
+    """
+    width = first_cols.shape[1]
+    pre = (first_rows[:, None, :] - first_cols[None]).reshape(-1, width)
+    n_hidden = len(kernel) - 1
+    h, s = [], []
+    for k in range(n_hidden):
+        if k == n_hidden - 1:
+            s.append(jax.nn.sigmoid(pre))
+        else:
+            softplus, sigmoid = _softplus_sigmoid(pre)
+            h.append(softplus)
+            s.append(sigmoid)
+            pre = softplus @ kernel[k + 1] + bias[k + 1]
+    g, u = [None] * n_hidden, [None] * n_hidden
+    g[-1] = kernel[-1][:, 0]
+    for k in range(n_hidden - 1, -1, -1):
+        u[k] = g[k] * s[k]
+        if k > 0:
+            g[k - 1] = u[k] @ kernel[k].T
+    return h, s, g, u
+
+
+def _pair_pullback(kernel, h, s, g, u, cot_u0):
+    """Parameter cotangents of ``sum <cot_u0, u_0>`` over pairs, and the cotangent of the first pre-activation.
+
+    Up the gradient chain (``u_k = g_k * s_k``, ``g_{k-1} = u_k W_k^T``), then down the forward chain through
+    ``s_k' = s_k (1 - s_k)``. Returns ``(d_kernel, d_bias, cot_pre_0)`` for layers ``1..L`` (the output bias
+    gets no gradient: ``grad W`` does not depend on it).
+    """
+    n_hidden = len(kernel) - 1
+    ones = jnp.ones((cot_u0.shape[0],), cot_u0.dtype)
+    d_kernel, d_bias, cot_pre_s = [None] * (n_hidden + 1), [None] * (n_hidden + 1), [None] * n_hidden
+    cot_u = cot_u0
+    for k in range(n_hidden):
+        if k > 0:  # g_{k-1} = u_k W_k^T
+            d_kernel[k] = cot_g.T @ u[k]
+            cot_u = cot_g @ kernel[k]
+        cot_pre_s[k] = cot_u * g[k] * s[k] * (1.0 - s[k])
+        cot_g = cot_u * s[k]  # cotangent of g_k
+    d_kernel[n_hidden] = (ones @ cot_g)[:, None]
+    d_bias[n_hidden] = jnp.zeros((1,), cot_u0.dtype)
+    cot_pre = cot_pre_s[-1]
+    for k in range(n_hidden - 1, 0, -1):  # pre_k = h_{k-1} W_k + b_k
+        d_kernel[k] = d_kernel[k] + h[k - 1].T @ cot_pre
+        d_bias[k] = ones @ cot_pre
+        cot_pre = cot_pre_s[k - 1] + (cot_pre @ kernel[k].T) * s[k - 1]
+    return d_kernel, d_bias, cot_pre
+
+
+def _row_blocks(n, k):
+    """Rows per block and number of blocks for ``n`` rows of ``k`` pairs each."""
+    rows = max(1, min(n, _PAIR_BLOCK // k))
+    return rows, -(-n // rows)
+
+
+def _blocked(arrays, rows, n_blocks):
+    """Pads the leading axis of each array to ``rows * n_blocks`` with zeros and splits it into blocks."""
+    def split(a):
+        a = jnp.pad(a, [(0, rows * n_blocks - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
+        return a.reshape(n_blocks, rows, *a.shape[1:])
+    return [split(a) for a in arrays]
+
+
+def _sweep(block, carry, xs, n):
+    """Runs ``block(carry, x) -> (carry, per_row)`` over the row blocks ``xs``; per-row outputs cut to ``n``."""
+    if xs[0].shape[0] == 1:
+        carry, per_row = block(carry, [x[0] for x in xs])
+        return carry, jax.tree.map(lambda a: a[:n], per_row)
+    carry, per_row = jax.lax.scan(block, carry, xs)
+    return carry, jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[:n], per_row)
+
+
+def _mlp_interaction_mean(params, points, population, coef=None):
+    """``sum_j coef_ij grad W(points_i - population_j)`` (``coef`` ``[n, k]``; ``None``: ``1 / k``) -> ``[n, d]``."""
+    kernel, bias = _mlp_layers(params)
+    first_cols = population @ kernel[0]
+    n = points.shape[0]
+    rows, n_blocks = _row_blocks(n, population.shape[0])
+    xs = _blocked([points @ kernel[0] + bias[0]] + ([] if coef is None else [coef]), rows, n_blocks)
+
+    def block(carry, x):
+        u0 = _pair_forward(kernel, bias, x[0], first_cols)[3][0].reshape(x[0].shape[0], -1, first_cols.shape[1])
+        summed = jnp.mean(u0, axis=1) if coef is None else jnp.einsum("rk,rkh->rh", x[1], u0)
+        return carry, summed @ kernel[0].T
+
+    return _sweep(block, (), xs, n)[1]
+
+
+def _interaction_loss_sweep(params, points, coef, rest, weight, tau, with_grad):
+    """Loss ``sum_i w_i |tau sum_j coef_ij grad W(y_i - y_j) + rest_i|^2`` and, ``with_grad``, its cotangents."""
+    kernel, bias = _mlp_layers(params)
+    first_cols = points @ kernel[0]
+    n, width = first_cols.shape
+    rows, n_blocks = _row_blocks(n, n)
+    xs = _blocked([points @ kernel[0] + bias[0], coef, rest, weight], rows, n_blocks)
+
+    def block(carry, x):
+        first_rows, coef_rows, rest_rows, weight_rows = x
+        h, s, g, u = _pair_forward(kernel, bias, first_rows, first_cols)
+        u0 = u[0].reshape(first_rows.shape[0], n, width)
+        summed = jnp.einsum("rk,rkh->rh", coef_rows, u0)
+        interaction = summed @ kernel[0].T
+        residual = tau * interaction + rest_rows
+        squares = jnp.sum(residual**2, axis=-1)
+        loss = carry[0] + jnp.sum(weight_rows * squares)
+        if not with_grad:
+            return (loss,), ()
+        cot_residual = 2.0 * weight_rows[:, None] * residual
+        cot_interaction = tau * cot_residual
+        cot_summed = cot_interaction @ kernel[0]
+        cot_u0 = (coef_rows[:, :, None] * cot_summed[:, None, :]).reshape(-1, width)
+        d_kernel, d_bias, cot_pre = _pair_pullback(kernel, h, s, g, u, cot_u0)
+        cot_pre = cot_pre.reshape(first_rows.shape[0], n, width)
+        accumulated = (d_kernel[1:], d_bias[1:], cot_interaction.T @ summed, -jnp.sum(cot_pre, axis=0),
+                       jnp.sum(cot_residual * interaction))
+        carry = (loss, jax.tree.map(jnp.add, carry[1], accumulated))
+        per_row = (jnp.sum(cot_pre, axis=1), jnp.einsum("rh,rkh->rk", cot_summed, u0), cot_residual, squares)
+        return carry, per_row
+
+    zero = jnp.zeros((), points.dtype)
+    if not with_grad:
+        return _sweep(block, (zero,), xs, n)[0][0]
+    accumulated = ([jnp.zeros_like(k) for k in kernel[1:]], [jnp.zeros_like(b) for b in bias[1:-1]]
+                   + [jnp.zeros((1,), points.dtype)], jnp.zeros_like(kernel[0]), jnp.zeros_like(first_cols), zero)
+    (loss, accumulated), per_row = _sweep(block, (zero, accumulated), xs, n)
+    d_kernel, d_bias, d_kernel_0, cot_first_cols, d_tau = accumulated
+    cot_first_rows, d_coef, d_rest, d_weight = per_row
+    cot_first = cot_first_rows + cot_first_cols
+    d_kernel = [d_kernel_0 + points.T @ cot_first] + list(d_kernel)
+    d_bias = [jnp.sum(cot_first_rows, axis=0)] + list(d_bias)
+    d_params = jax.tree.unflatten(jax.tree.structure(params), jax.tree.leaves(
+        {f"Dense_{k}": {"kernel": dk, "bias": db} for k, (dk, db) in enumerate(zip(d_kernel, d_bias))}))
+    cotangents = (d_params, cot_first @ kernel[0].T, d_coef, d_rest, d_weight, d_tau)
+    inputs = (params, points, coef, rest, weight, tau)
+    return loss, jax.tree.map(lambda c, a: c.astype(a.dtype), cotangents, inputs)  # mixed float widths
+
+
+@jax.custom_vjp
+def _interaction_residual_loss(params, points, coef, rest, weight, tau):
+    """``sum_i weight_i |tau sum_j coef_ij grad W(points_i - points_j) + rest_i|^2``, ``W`` an :class:`MLP`.
+
+    Differentiable in every argument (the loss of one sweep, the cotangents of the same sweep).
+    """
+    return _interaction_loss_sweep(params, points, coef, rest, weight, tau, with_grad=False)
+
+
+def _interaction_residual_loss_fwd(params, points, coef, rest, weight, tau):
+    return _interaction_loss_sweep(params, points, coef, rest, weight, tau, with_grad=True)
+
+
+def _interaction_residual_loss_bwd(cotangents, g):
+    return jax.tree.map(lambda c: (g * c).astype(c.dtype), cotangents)
+
+
+_interaction_residual_loss.defvjp(_interaction_residual_loss_fwd, _interaction_residual_loss_bwd)
+
+
 def _interaction_mean(term_params, fmap, points, population, coef=None, chunk=None):
     """``sum_j c_ij grad W(points_i - population_j) / sum_j c_ij`` -> ``[n, d]``; ``c`` defaults to uniform.
 
-    With ``chunk``, rows of ``points`` are processed ``chunk`` at a time to bound memory (n * k pairs).
+    With ``chunk``, rows of ``points`` are processed ``chunk`` at a time to bound memory (n * k pairs); an
+    MLP ``W`` is always swept in blocks of rows (:func:`_mlp_interaction_mean`) and ignores ``chunk``.
     """
 
     if fmap is not None:
         return jnp.einsum("ndk,k->nd", feats.mean_feature_gradients(fmap, points, population), term_params)
+    if len(term_params) > 1:
+        if coef is not None:
+            coef = coef / jnp.maximum(jnp.sum(coef, axis=1, keepdims=True), 1e-30)
+        return _mlp_interaction_mean(term_params, points, population, coef)
 
     def rows(p, c):
         grads = _energy_gradients(term_params, fmap, p[:, None, :] - population[None])
@@ -199,11 +406,16 @@ def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0,
         interaction_average: how ``int grad W(y - y') dmu_{t+1}(y')`` is estimated: ``"snapshot"`` averages
             over the minibatch rows of the same target snapshot (weighted by their coupling weights), as the
             integral says; ``"minibatch"`` over the whole minibatch, mixing snapshots (the upstream code).
+
+    With an interaction term the loss and its gradient come from one blocked sweep over the ``B^2`` pairs
+    (:func:`_interaction_residual_loss`, a custom VJP equal to autodiff of the formula above up to float32
+    round-off; it supports reverse-mode differentiation only).
     """
     g = jnp.zeros_like(batch.target)
     if spec.potential:
         times = batch.time if spec.time_dependent else None
         g = g + _energy_gradients(params["potential"], None, batch.target, times)
+    coef = None
     if spec.interaction:
         if interaction_average == "snapshot":
             same = batch.time[:, None] == batch.time[None, :]
@@ -212,11 +424,17 @@ def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0,
             coef = jnp.broadcast_to((batch.weight > 0).astype(batch.target.dtype), (len(batch.weight),) * 2)
         else:
             raise ValueError(f"unknown interaction_average {interaction_average!r}: choose one of {INTERACTION_AVERAGES}")
-        g = g + _interaction_mean(params["interaction"], None, batch.target, batch.target, coef)
+        if len(params["interaction"]) < 2:  # no hidden layer: grad W is constant
+            g = g + _interaction_mean(params["interaction"], None, batch.target, batch.target, coef)
+            coef = None
     if spec.internal:
         g = g + params["beta"] * batch.grad_rho / batch.rho[:, None]
     residual = tau * g + (batch.target - batch.source)
-    return jnp.sum(batch.weight * jnp.sum(residual**2, axis=-1))
+    if coef is None:
+        return jnp.sum(batch.weight * jnp.sum(residual**2, axis=-1))
+    coef = coef / jnp.maximum(jnp.sum(coef, axis=1, keepdims=True), 1e-30)
+    return _interaction_residual_loss(params["interaction"], batch.target, coef, residual, batch.weight,
+                                      jnp.asarray(tau, batch.target.dtype))
 
 
 def fit_linear(
@@ -292,34 +510,105 @@ def _solve_linear(fmap, data, tau, ridge, *, spec, gradient_at, groups):
     return theta, jnp.sum(data.weight * jnp.sum(residual**2, axis=-1))
 
 
-def predict(params: dict, spec: SolverSpec, key: jax.Array, x, t_target: int | None = None, *, tau: float = 1.0):
-    """Returns the population ``[n, d]`` after one step of the learnt dynamics from ``x`` ``[n, d]``.
+PREDICT_STEPS = ("explicit", "implicit")
+"""Prediction steps of the JKOnet* solvers (:func:`predict_step_info`)."""
 
-    Explicit (Euler-Maruyama) step, as in the paper's evaluation:
-    ``x - tau grad V(x) - tau mean_j grad W(x - x_j) + sqrt(2 tau |beta|) xi``. A time-dependent potential
-    uses the implicit step ``y = x - tau grad_x V(y, t_target)``, solved by 50 fixed-point iterations
-    started at ``x`` (paper App. B).
+IMPLICIT_TOLERANCE = 1e-5
+"""Default stopping tolerance of the implicit step: largest particle move of one fixed-point iteration."""
+
+IMPLICIT_MAX_ITERATIONS = 200
+"""Default iteration cap of the implicit step."""
+
+
+def default_predict_step(spec: SolverSpec) -> str:
+    """The step a solver predicts with unless told: the one its loss was trained on.
+
+    MLP solvers fit the first-order condition with the gradient at the target (``"implicit"``); the linear
+    solvers evaluate their features at the source by default (``gradient_at: source``, ``"explicit"``).
     """
+    return "explicit" if spec.parametrisation == "linear" else "implicit"
+
+
+class StepInfo(NamedTuple):
+    """One prediction step: the predicted population, the last fixed-point residual and the iterations run.
+
+    ``residual`` is the largest particle move ``max_i |y_i^{k+1} - y_i^k|`` of the last iteration (0 for the
+    explicit step); the step converged when it is at most the tolerance.
+    """
+
+    y: jax.Array
+    residual: jax.Array
+    iterations: jax.Array
+
+
+def predict_step_info(params: dict, spec: SolverSpec, key: jax.Array, x, t_target: int | None = None, *,
+                      tau: float = 1.0, step: str | None = None, tolerance: float = IMPLICIT_TOLERANCE,
+                      max_iterations: int = IMPLICIT_MAX_ITERATIONS) -> StepInfo:
+    """Returns one step of the learnt dynamics from ``x`` ``[n, d]`` with its fixed-point diagnostics.
+
+    With ``G(y) = grad V(y) + mean_j grad W(y - y_j)`` (``grad_x V(y, t_target)`` for a time-dependent
+    potential) and ``noise = sqrt(2 tau |beta|) xi`` (solvers with an internal energy; else 0):
+
+    - ``step="explicit"`` (the paper's evaluation of the time-independent solvers, paper.md 3.3):
+      ``y = x - tau G(x) + noise``;
+    - ``step="implicit"`` (the JKO step the loss was trained on, paper App. B): the fixed point
+      ``y = x - tau G(y) + noise``, iterated from ``y = x`` until the largest particle move is at most
+      ``tolerance`` or ``max_iterations`` iterations ran. The first iterate is the explicit step.
+
+    ``step=None`` is :func:`default_predict_step`. Jit with ``spec``, ``tau``, ``step`` and ``max_iterations``
+    static.
+    """
+    step = default_predict_step(spec) if step is None else step
+    if step not in PREDICT_STEPS:
+        raise ValueError(f"unknown predict_step {step!r}: choose one of {list(PREDICT_STEPS)}")
     x = jnp.asarray(x)
     fmap = _feature_map(params)
+    times = None
     if spec.time_dependent:
         if t_target is None:
             raise ValueError(f"solver {spec.name!r} needs the target time t_target")
         times = jnp.full((len(x),), t_target)
 
-        def fixed_point(_, y):
-            return x - tau * _energy_gradients(params["potential"], None, y, times)
+    def drift(y):
+        g = jnp.zeros_like(y)
+        if spec.potential:
+            g = g + _energy_gradients(params["potential"], fmap, y, times)
+        if spec.interaction:
+            g = g + _interaction_mean(params["interaction"], fmap, y, y, chunk=64)
+        return g
 
-        return jax.lax.fori_loop(0, 50, fixed_point, x)
-    drift = jnp.zeros_like(x)
-    if spec.potential:
-        drift = drift + _energy_gradients(params["potential"], fmap, x)
-    if spec.interaction:
-        drift = drift + _interaction_mean(params["interaction"], fmap, x, x, chunk=64)
-    y = x - tau * drift
+    start = x
     if spec.internal:
-        y = y + jnp.sqrt(2.0 * tau * jnp.abs(params["beta"])) * jax.random.normal(key, x.shape, x.dtype)
-    return y
+        start = x + jnp.sqrt(2.0 * tau * jnp.abs(params["beta"])) * jax.random.normal(key, x.shape, x.dtype)
+    explicit = start - tau * drift(x)
+    if step == "explicit":
+        return StepInfo(explicit, jnp.zeros((), x.dtype), jnp.ones((), jnp.int32))
+
+    def move(y_new, y):
+        return jnp.max(jnp.sqrt(jnp.sum((y_new - y) ** 2, axis=-1)))
+
+    def cond(state):
+        _, residual, iterations = state
+        return (iterations < max_iterations) & ~(residual <= tolerance)  # NaN residual: keep going to the cap
+
+    def body(state):
+        y, _, iterations = state
+        y_new = start - tau * drift(y)
+        return y_new, move(y_new, y), iterations + 1
+
+    return StepInfo(*jax.lax.while_loop(cond, body, (explicit, move(explicit, x), jnp.ones((), jnp.int32))))
+
+
+def predict(params: dict, spec: SolverSpec, key: jax.Array, x, t_target: int | None = None, *, tau: float = 1.0,
+            step: str | None = None, tolerance: float = IMPLICIT_TOLERANCE,
+            max_iterations: int = IMPLICIT_MAX_ITERATIONS):
+    """Returns the population ``[n, d]`` after one step of the learnt dynamics from ``x`` ``[n, d]``.
+
+    The ``y`` of :func:`predict_step_info` (explicit ``x - tau G(x) + noise`` or the implicit fixed point
+    ``y = x - tau G(y) + noise``).
+    """
+    return predict_step_info(params, spec, key, x, t_target, tau=tau, step=step, tolerance=tolerance,
+                             max_iterations=max_iterations).y
 
 
 def potential_values(params: dict, spec: SolverSpec, x, t: float | None = None):

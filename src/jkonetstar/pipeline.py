@@ -18,7 +18,7 @@ import numpy as np
 from jkonetstar import baselines
 from jkonetstar import couplings as couplings_lib
 from jkonetstar import density, metrics, models, training
-from jkonetstar.simulate import simulate, to_population
+from jkonetstar.simulate import simulate, simulate_independent, to_population
 from jkonetstar.split import split
 
 __all__ = [
@@ -29,19 +29,29 @@ __all__ = [
     "simulate_population",
     "Prepared",
     "prepare_training_data",
+    "given_split",
     "make_predictor",
     "train",
     "evaluate",
+    "evaluate_steps",
+    "recovery_points",
+    "recovery",
     "one_step",
 ]
 
 
 def simulate_population(seed: int, *, potential: str, interaction: str = "none", beta: float = 0.0,
-                        n_particles: int, dim: int, n_steps: int = 5, dt: float = 0.01) -> dict[str, np.ndarray]:
-    """Returns the synthetic population ``{"x", "t", "particle"}`` of :func:`jkonetstar.simulate.simulate`."""
-    snapshots = simulate(jax.random.key(seed), potential=potential, interaction=interaction, beta=beta,
-                         n_particles=n_particles, dim=dim, n_steps=n_steps, dt=dt)
-    x, t, particle = to_population(snapshots)
+                        n_particles: int, dim: int, n_steps: int = 5, dt: float = 0.01,
+                        independent: bool = False) -> dict[str, np.ndarray]:
+    """Returns the synthetic population ``{"x", "t", "particle"}`` of :func:`jkonetstar.simulate.simulate`.
+
+    ``independent``: every snapshot from its own population
+    (:func:`jkonetstar.simulate.simulate_independent`), so the particle ids differ across snapshots.
+    """
+    run = simulate_independent if independent else simulate
+    snapshots = run(jax.random.key(seed), potential=potential, interaction=interaction, beta=beta,
+                    n_particles=n_particles, dim=dim, n_steps=n_steps, dt=dt)
+    x, t, particle = to_population(snapshots, independent=independent)
     return {"x": x.astype(np.float32), "t": t, "particle": particle}
 
 
@@ -58,21 +68,50 @@ class Prepared(NamedTuple):
 
 
 def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.5, split_by: str = "trajectory",
-                          pairing: str = "paired", method: str = "exact", epsilon: float | None = None,
+                          pairing: str | None = None, method: str = "exact", epsilon: float | None = None,
                           block_size: int | None = 1000, sinkhorn_threshold: float = 1e-3,
                           sinkhorn_max_iterations: int = 2000, sparsify_relax: bool = False, n_components: int = 10,
-                          min_det: float = 0.0, floor: float = 1e-5) -> Prepared:
+                          min_det: float = 0.0, floor: float = 1e-5, test_population: dict | None = None) -> Prepared:
     """Splits ``population``, couples consecutive training snapshots and evaluates densities at the targets.
 
+    ``pairing`` (:data:`jkonetstar.couplings.PAIRINGS`) is what the data are. ``"paired"`` and
+    ``"shuffled"`` rows with particle ids are ordered by id within every snapshot first (row i is one
+    trajectory). ``"independent"`` snapshots share no particle: they are split within every snapshot (a
+    trajectory is one point), and an id seen in two snapshots is an error. Unless paired, the training
+    snapshots are returned shuffled, as the couplings saw them (the JKOnet baselines' minibatches, rows
+    i of every snapshot, then hold no trajectories either).
+
     Args:
-        population: ``{"x" [n, d], "t" [n], optional "particle" [n]}``.
-        seed: seeds the split, the unpaired shuffles and the mixtures.
+        population: ``{"x" [n, d], "t" [n], optional "particle" [n]}``: the whole time course, or its
+            training part when ``test_population`` is given.
+        seed: seeds the split, the shuffles and the mixtures.
+        pairing: one of :data:`jkonetstar.couplings.PAIRINGS`; None: ``"paired"`` when ``population`` has
+            particle ids, else ``"independent"``.
+        test_population: a pre-made split, the held-out ``{"x", "t"}``; nothing is drawn for the split, and
+            ``test_ratio`` and ``split_by`` are unused.
         Others: see :func:`jkonetstar.split.split`, :func:`jkonetstar.couplings.couple` and
             :func:`jkonetstar.density.fit_per_snapshot`.
+
+    Raises:
+        ValueError: an unknown pairing (``"unpaired"``: use ``"shuffled"``), a particle id twice in one
+            snapshot, or ``"independent"`` data whose snapshots share an id; and the errors of the stages.
     """
+    if pairing is None:
+        pairing = "paired" if population.get("particle") is not None else "independent"
+    couplings_lib.check_pairing(pairing)
+    x, t, particle = _ordered_by_particle(population, pairing)
     rng_split, rng_pairing = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    (x_train, t_train), (x_test, t_test) = split(rng_split, population["x"], population["t"],
-                                                 population.get("particle"), test_ratio=test_ratio, by=split_by)
+    if pairing == "independent":
+        split_by = "population"
+    if test_population is None:
+        (x_train, t_train), (x_test, t_test) = split(rng_split, x, t, particle, test_ratio=test_ratio, by=split_by)
+    else:
+        (x_train, t_train), (x_test, t_test) = (x, t), (test_population["x"], test_population["t"])
+        split_by = "given"
+    if pairing != "paired":  # couple() shuffles again with the same generator: a uniform order either way
+        order = np.concatenate([rng_pairing.permutation(np.flatnonzero(t_train == label))
+                                for label in np.unique(t_train)])
+        x_train, t_train = np.asarray(x_train)[order], np.asarray(t_train)[order]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", couplings_lib.SparsifyWarning)
         pairs, seconds = couplings_lib.couple(x_train, t_train, method=method, epsilon=epsilon, block_size=block_size,
@@ -91,6 +130,8 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
     )
     labels, counts = np.unique(pairs.time, return_counts=True)
     summary = {
+        "pairing": pairing,
+        "split_by": split_by,
         "n_train": int(len(x_train)),
         "n_test": int(len(x_test)),
         "pairs_per_target_snapshot": {str(k): int(c) for k, c in zip(labels, counts)},
@@ -98,8 +139,60 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
         "relaxed_sparsification": relaxed,
         "components_per_snapshot": {str(k): int(len(g.weights)) for k, g in mixtures.items()},
     }
+    if pairing == "independent":
+        summary["two_sample_w1_per_snapshot"] = two_sample_w1(x_train, t_train, x_test, t_test, seed)
     return Prepared(data, np.asarray(x_test, np.float32), np.asarray(t_test, np.int32),
                     np.asarray(x_train, np.float32), np.asarray(t_train, np.int32), mixtures, summary)
+
+
+def two_sample_w1(x_train, t_train, x_test, t_test, seed: int) -> dict[str, float]:
+    """Per snapshot label after the first, W1 between the test snapshot and as many training particles of the same
+    snapshot drawn at random: two independent samples of one law. On independent snapshots even the true
+    dynamics, moving the test particles at t, scores about this against the different test particles at t + 1
+    (the floor of the one-step EMD there)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+    floors = {}
+    for label in np.unique(t_test)[1:]:
+        test, train = np.asarray(x_test)[t_test == label], np.asarray(x_train)[t_train == label]
+        n = min(len(test), len(train))
+        if n:
+            floors[str(int(label))] = metrics.wasserstein1(test[rng.choice(len(test), n, replace=False)],
+                                                           train[rng.choice(len(train), n, replace=False)])
+    return floors
+
+
+def given_split(population: dict) -> tuple[dict, dict | None]:
+    """Returns ``(train, test)`` (``x``, ``t`` and ``particle`` where present) of a population read by
+    :func:`jkonetstar.data.load_population`: its rows by the ``"test"`` mask of pre-split data, else
+    ``(all rows, None)``; the arguments ``population`` and ``test_population`` of :func:`prepare_training_data`."""
+    arrays = {key: np.asarray(population[key]) for key in ("x", "t", "particle") if key in population}
+    if "test" not in population:
+        return arrays, None
+    test = np.asarray(population["test"], bool)
+    return {k: v[~test] for k, v in arrays.items()}, {k: v[test] for k, v in arrays.items()}
+
+
+def _ordered_by_particle(population: dict, pairing: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Returns ``(x, t, particle)`` of ``population``, rows by time then particle id for paired data with ids."""
+    x, t = np.asarray(population["x"]), np.asarray(population["t"])
+    particle = population.get("particle")
+    if particle is None:
+        return x, t, None
+    particle = np.asarray(particle)
+    if particle.shape != t.shape:
+        raise ValueError(f"particle ids of shape {particle.shape} do not match the time labels' {t.shape}")
+    for label in np.unique(t):
+        ids, counts = np.unique(particle[t == label], return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(f"particle id {ids[counts > 1][0]} appears {counts.max()} times in snapshot {label}")
+    if pairing == "independent":
+        ids, counts = np.unique(particle, return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(f"pairing 'independent', but particle id {ids[counts > 1][0]} is in {counts.max()} "
+                             "snapshots: use pairing 'paired' or 'shuffled' for data with trajectories")
+        return x, t, particle
+    order = np.lexsort((particle, t))
+    return x[order], t[order], particle[order]
 
 
 Method = models.SolverSpec | baselines.BaselineSpec
@@ -142,26 +235,72 @@ def learned_potential(params: dict, spec: Method, x, t: float | None = None) -> 
     return np.asarray(models.potential_values(params, spec, x, t))
 
 
-_predict_jit = jax.jit(models.predict, static_argnames=("spec", "tau"))
+_step_jit = jax.jit(models.predict_step_info, static_argnames=("spec", "tau", "step", "max_iterations"))
 
 
-def make_predictor(params: dict, spec: Method, *, tau: float = 1.0, **options) -> Callable:
-    """Returns ``predict(key, x, t_target) -> [n, d]``, one jitted step of the learnt dynamics.
+class Predictor:
+    """``predict(key, x, t_target) -> [n, d]``, one jitted step of the learnt dynamics.
+
+    For JKOnet* solvers it keeps the fixed-point diagnostics of every call (``residuals``, ``iterations``;
+    residual 0 and one iteration for the explicit step), so an evaluation can report an unconverged
+    implicit step instead of scoring it silently.
+    """
+
+    def __init__(self, params: dict, spec: Method, tau: float, options: dict):
+        self.params, self.spec, self.tau, self.options = params, spec, tau, dict(options)
+        self.residuals: list[float] = []
+        self.iterations: list[int] = []
+        if not isinstance(spec, baselines.BaselineSpec):
+            unknown = set(self.options) - set(PREDICT_OPTIONS)
+            if unknown:
+                raise ValueError(f"unknown prediction options {sorted(unknown)} for solver {spec.name!r}: "
+                                 f"choose from {list(PREDICT_OPTIONS)}")
+            self.options.setdefault("predict_step", models.default_predict_step(spec))
+
+    @property
+    def step(self) -> str:
+        """The prediction step: ``explicit``/``implicit`` (JKOnet*), ``explicit``/``jko`` (baselines)."""
+        return self.options.get("predict_step", self.options.get("step", "jko"))
+
+    def __call__(self, key, x, t_target):
+        x = np.asarray(x, np.float32)
+        if isinstance(self.spec, baselines.BaselineSpec):
+            return np.asarray(baselines.predict_jkonet(self.params, self.spec.name, key, x, tau=self.tau,
+                                                       **self.options))
+        opts = self.options
+        info = _step_jit(self.params, self.spec, key, x, int(t_target), tau=self.tau, step=opts["predict_step"],
+                         tolerance=opts.get("implicit_tolerance", models.IMPLICIT_TOLERANCE),
+                         max_iterations=opts.get("implicit_max_iterations", models.IMPLICIT_MAX_ITERATIONS))
+        self.residuals.append(float(info.residual))
+        self.iterations.append(int(info.iterations))
+        return np.asarray(info.y)
+
+    def convergence(self) -> dict:
+        """The fixed-point diagnostics of the calls so far: residual and iterations per call, converged or not."""
+        if isinstance(self.spec, baselines.BaselineSpec) or self.step != "implicit":
+            return {}
+        tolerance = self.options.get("implicit_tolerance", models.IMPLICIT_TOLERANCE)
+        return {
+            "implicit_residual_per_step": self.residuals,
+            "implicit_iterations_per_step": self.iterations,
+            "implicit_tolerance": float(tolerance),
+            "implicit_converged": bool(all(r <= tolerance for r in self.residuals)),
+        }
+
+
+PREDICT_OPTIONS = ("predict_step", "implicit_tolerance", "implicit_max_iterations")
+"""Prediction settings of the JKOnet* solvers (evaluation settings: choosing them never retrains)."""
+
+
+def make_predictor(params: dict, spec: Method, *, tau: float = 1.0, **options) -> Predictor:
+    """Returns a :class:`Predictor`, one jitted step of the learnt dynamics.
 
     ``options`` go to :func:`jkonetstar.baselines.predict_jkonet` for the baselines (``inner_steps``,
-    ``inner_learning_rate``, ``step``); JKOnet* solvers take none.
+    ``inner_learning_rate``, ``step``); JKOnet* solvers take ``predict_step`` (``explicit`` or ``implicit``;
+    default :func:`jkonetstar.models.default_predict_step`), ``implicit_tolerance`` and
+    ``implicit_max_iterations``.
     """
-    if isinstance(spec, baselines.BaselineSpec):
-        return functools.partial(_predict_baseline, params, spec.name, tau, options)
-    return functools.partial(_predict_one, params, spec, tau)
-
-
-def _predict_baseline(params, name, tau, options, key, x, t_target):
-    return np.asarray(baselines.predict_jkonet(params, name, key, np.asarray(x, np.float32), tau=tau, **options))
-
-
-def _predict_one(params, spec, tau, key, x, t_target):
-    return np.asarray(_predict_jit(params, spec, key, np.asarray(x, np.float32), int(t_target), tau=tau))
+    return Predictor(params, spec, tau, options)
 
 
 def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
@@ -172,16 +311,20 @@ def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray,
     Each observed test snapshot is moved one step by the learnt dynamics and compared (exact W1,
     Euclidean cost) with the observed next one; ``cumulative`` rolls out from the first snapshot.
     ``steps``: the output of :func:`one_step` for the same arguments, when the caller has it already
-    (e.g. to draw the predictions), so they are not computed twice.
+    (e.g. to draw the predictions), so they are not computed twice. With the implicit step the result also
+    holds the fixed-point diagnostics (``implicit_converged``, the residual and iterations per transition).
     """
     predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
     key = _evaluation_key(seed)
-    _, observed, predicted = steps if steps is not None else metrics.one_step_predictions(predict, x_test, t_test, key)
+    if steps is None:
+        steps = metrics.one_step_predictions(predict, x_test, t_test, key) + (predict.convergence(),)
+    _, observed, predicted, convergence = steps
     one_step = np.array([metrics.wasserstein1(y, x) for y, x in zip(predicted, observed[1:])])
     result = {
         "w1_per_step": one_step.tolist(),
         "w1_mean": float(np.mean(one_step)),
         "w1_std": float(np.std(one_step)),
+        **convergence,
     }
     if cumulative:
         rollout = metrics.cumulative_w1(predict, x_test, t_test, key)
@@ -194,11 +337,107 @@ def _evaluation_key(seed: int) -> jax.Array:
 
 
 def one_step(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *, tau: float = 1.0,
-             predict_options: dict | None = None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """Returns ``(labels, observed, predicted)`` of :func:`jkonetstar.metrics.one_step_predictions`: the very
-    predictions :func:`evaluate` scores (same keys), e.g. to draw them."""
+             predict_options: dict | None = None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], dict]:
+    """Returns ``(labels, observed, predicted)`` of :func:`jkonetstar.metrics.one_step_predictions` and the
+    predictor's fixed-point diagnostics: the very predictions :func:`evaluate` scores (same keys), e.g. to
+    draw them."""
     predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
-    return metrics.one_step_predictions(predict, x_test, t_test, _evaluation_key(seed))
+    return metrics.one_step_predictions(predict, x_test, t_test, _evaluation_key(seed)) + (predict.convergence(),)
+
+
+RECOVERY_GRID_POINTS = 40
+"""Grid points per axis of the recovery grid (d <= 2)."""
+
+
+def recovery_points(x: np.ndarray, n_points: int = RECOVERY_GRID_POINTS) -> np.ndarray:
+    """Where learnt and true energies are compared: a grid over the data's bounding box (``n_points^d``
+    points) for d <= 2, the data points themselves above (a grid would be empty where the data lives)."""
+    x = np.asarray(x, np.float32)
+    if x.shape[1] > 2:
+        return x
+    axes = [np.linspace(lo, hi, n_points, dtype=np.float32) for lo, hi in zip(x.min(axis=0), x.max(axis=0))]
+    return np.stack(np.meshgrid(*axes), axis=-1).reshape(-1, x.shape[1])
+
+
+def recovery(params: dict, spec: Method, points: np.ndarray, *, potential: str, interaction: str = "none",
+             beta: float = 0.0, tau: float = 1.0, dt: float = 0.01, status: str = "ok") -> dict[str, float]:
+    """Returns how well a synthetic run recovered the true energy terms (the metrics of one tidy table row each).
+
+    The learnt energies approximate ``dt / tau`` times the true ones (:func:`jkonetstar.models.jkonet_star_loss`),
+    so the learnt gradients are compared after scaling by ``tau / dt``, at ``points`` (:func:`recovery_points`):
+    ``<term>_grad_{nmae,cosine,corr,rel_error}`` of :func:`jkonetstar.metrics.gradient_recovery` for V (and W
+    at the differences ``z = points``), and for solvers with an internal energy ``beta_hat`` (raw), ``beta_recovered``
+    (raw, scaled), ``beta_error`` (its error), ``beta_abs_recovered`` and ``beta_abs_error`` (with |beta|, which the
+    prediction uses). Time-dependent potentials are skipped (no true V(x, t) exists). Every value is NaN for a
+    diverged run (``status="diverged"``).
+    """
+    from jkonetstar import energies
+
+    points = np.asarray(points, np.float32)
+    scale = tau / dt
+    values: dict[str, float] = {}
+    terms = (("potential", energies.get_potential(potential)), ("interaction", energies.get_interaction(interaction)))
+    for term, energy in terms:
+        if isinstance(spec, baselines.BaselineSpec):
+            if term != "potential":
+                continue
+            learned = np.asarray(models.mlp_input_gradient(params["potential"], points))
+        else:
+            if not getattr(spec, term) or spec.time_dependent:
+                continue
+            learned = np.asarray(models.energy_gradients(params, spec, term, points))
+        true = np.zeros_like(points) if energy is None else np.asarray(jax.vmap(jax.grad(energy))(points))
+        values.update({f"{term}_grad_{k}": v for k, v in metrics.gradient_recovery(learned, true, scale).items()})
+    if not isinstance(spec, baselines.BaselineSpec) and spec.internal:
+        beta_hat = float(params["beta"])
+        values.update(beta_hat=beta_hat, beta_recovered=beta_hat * scale, beta_error=beta_hat * scale - beta,
+                      beta_abs_recovered=abs(beta_hat) * scale, beta_abs_error=abs(beta_hat) * scale - beta)
+    return _not_scored(values) if status == "diverged" else values
+
+
+def _not_scored(scores: dict) -> dict:
+    """``scores`` with every number NaN (lists too), for a diverged run; diagnostics (bools, strings) kept."""
+    def nan(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float, list, dict)):
+            return value
+        if isinstance(value, list):
+            return [nan(v) for v in value]
+        if isinstance(value, dict):
+            return {k: nan(v) for k, v in value.items()}
+        return float("nan")
+
+    return {k: v if k.startswith("implicit_") else nan(v) for k, v in scores.items()}
+
+
+def evaluate_steps(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
+                   tau: float = 1.0, predict_options: dict | None = None,
+                   status: str = "ok") -> tuple[dict, tuple]:
+    """Returns ``(scores, steps)``: :func:`evaluate` with the configured prediction step, and its predictions.
+
+    ``scores`` also holds ``predict_step`` (the configured one) and ``by_predict_step``: for the JKOnet* MLP
+    solvers the scores of *every* step of :data:`jkonetstar.models.PREDICT_STEPS` (the same trained model,
+    so comparing the steps never retrains), for the others the configured step alone. ``steps`` is the
+    :func:`one_step` output of the configured step (e.g. to draw it).
+
+    A run whose training ``status`` is ``"diverged"`` is never scored as if trained: every score is NaN, and
+    the scores of its last finite parameters are kept apart under ``last_finite_parameters``.
+    """
+    options = dict(predict_options or {})
+    chosen = make_predictor(params, spec, tau=tau, **options).step
+    alternatives = [chosen]
+    if not isinstance(spec, baselines.BaselineSpec) and spec.parametrisation == "mlp":
+        alternatives += [step for step in models.PREDICT_STEPS if step != chosen]
+    by_step, drawn = {}, None
+    for step in alternatives:
+        step_options = options if step == chosen else {**options, "predict_step": step}
+        steps = one_step(params, spec, x_test, t_test, seed, tau=tau, predict_options=step_options)
+        by_step[step] = evaluate(params, spec, x_test, t_test, seed, tau=tau, predict_options=step_options,
+                                 steps=steps)
+        drawn = steps if step == chosen else drawn
+    scores = {**by_step[chosen], "predict_step": chosen, "by_predict_step": by_step}
+    if status == "diverged":
+        scores = {**_not_scored(scores), "predict_step": chosen, "last_finite_parameters": scores}
+    return scores, drawn
 
 
 def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, t_test: np.ndarray, seed: int,
@@ -212,8 +451,16 @@ def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, 
     :func:`jkonetstar.baselines.fit_jkonet`. ``settings`` are those functions' keyword arguments.
     """
     tau = settings.get("tau", 1.0)
+    # JKOnet* MLP solvers: the history holds W1 with the default (implicit) step and, as w1_explicit, with the
+    # explicit one, so that the prediction step stays an evaluation setting (choosing it never retrains).
+    both = not isinstance(spec, baselines.BaselineSpec) and spec.parametrisation == "mlp" and not predict_options
 
     def mean_w1(params):
+        if both:
+            return {("w1" if step == models.default_predict_step(spec) else f"w1_{step}"):
+                    evaluate(params, spec, x_test, t_test, seed, tau=tau,
+                             predict_options={"predict_step": step})["w1_mean"]
+                    for step in models.PREDICT_STEPS}
         return evaluate(params, spec, x_test, t_test, seed, tau=tau, predict_options=predict_options)["w1_mean"]
 
     key = jax.random.fold_in(jax.random.key(seed), 0)
@@ -223,4 +470,49 @@ def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, 
         # Unbalanced (real) snapshots are subsampled to the smallest, seeded by the run's seed.
         snapshots = baselines.snapshots_from_population(x_train, t_train, rng=np.random.default_rng(seed))
         return baselines.fit_jkonet(key, spec.name, snapshots, evaluate=mean_w1, progress=progress, **settings)
+    select, ratio = settings.pop("select", "last"), settings.pop("validation_ratio", 0.1)
+    if select not in SELECTIONS:
+        raise ValueError(f"unknown select {select!r}: choose one of {list(SELECTIONS)}")
+    if select == "validation" and spec.parametrisation == "mlp":
+        data, held_out = validation_split(data, ratio, seed)
+        settings["validate"] = functools.partial(_validation_w1, spec=spec, held_out=held_out, tau=tau, seed=seed)
+        if progress:
+            progress(f"model selection on {len(held_out.source)} held-out coupling rows of the training data")
     return training.fit(key, spec, data, evaluate=mean_w1, progress=progress, **settings)
+
+
+SELECTIONS = ("last", "validation")
+"""Which parameters a JKOnet* MLP run keeps: the last epoch's (the paper) or the best on held-out training rows."""
+
+
+def validation_split(data: training.TrainingData, ratio: float, seed: int):
+    """Returns ``(kept, held_out)`` coupling rows: a ``ratio`` share of every target snapshot's rows held out
+    (at least one, seeded by ``seed``) for model selection; the test split is never touched."""
+    if not 0 < ratio < 1:
+        raise ValueError(f"validation_ratio must be in (0, 1), got {ratio!r}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    time = np.asarray(data.time)
+    held = np.zeros(len(time), bool)
+    for label in np.unique(time):
+        rows = np.flatnonzero(time == label)
+        if len(rows) < 2:
+            continue
+        held[rng.choice(rows, size=max(1, round(ratio * len(rows))), replace=False)] = True
+    keep = jax.tree.map(lambda a: np.asarray(a)[~held], data)
+    out = jax.tree.map(lambda a: np.asarray(a)[held], data)
+    # each kept snapshot pair's weights sum to 1 again
+    for label in np.unique(np.asarray(keep.time)):
+        rows = np.asarray(keep.time) == label
+        keep.weight[rows] = keep.weight[rows] / keep.weight[rows].sum()
+    return keep, out
+
+
+def _validation_w1(params, *, spec, held_out, tau, seed):
+    """Mean over transitions of W1(one step from the held-out rows' sources, their targets), default step."""
+    predict = make_predictor(params, spec, tau=tau)
+    key = jax.random.fold_in(_evaluation_key(seed), 2)
+    time = np.asarray(held_out.time)
+    values = [metrics.wasserstein1(predict(jax.random.fold_in(key, int(label)), np.asarray(held_out.source)[time == label],
+                                           int(label)), np.asarray(held_out.target)[time == label])
+              for label in np.unique(time)]
+    return float(np.mean(values))

@@ -22,6 +22,8 @@ __all__ = [
     "solver_label",
     "level_curves",
     "predictions_vs_observed",
+    "potential_profile",
+    "save_figure",
     "data_window",
     "shared_levels",
     "subsample",
@@ -128,6 +130,58 @@ def level_curves(
     return fig
 
 
+def potential_profile(
+    axis: np.ndarray,
+    v_true: np.ndarray,
+    v_learned: np.ndarray | None,
+    *,
+    title: str | None = None,
+    learned_label: str = "learned",
+    true_label: str = "true",
+    message: str | None = None,
+) -> Figure:
+    """Returns the true and learned potentials of a 1-D run as two curves over ``axis`` ``[g]`` (the d = 1
+    counterpart of :func:`level_curves`; both already shifted/scaled as the caller wants them compared)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    ax.plot(axis, v_true, color=_TRUE_COLOR, lw=1.5, label=true_label)
+    if v_learned is not None and np.all(np.isfinite(v_learned)):
+        ax.plot(axis, v_learned, color=_LEARNED_COLOR, lw=1.5, ls="--", label=learned_label)
+    else:
+        ax.text(0.5, 0.9, message or "no learned potential", ha="center", va="top", transform=ax.transAxes)
+    ax.set_xlabel(r"$x$")
+    ax.set_ylabel("potential")
+    ax.legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def save_figure(draw, path, *, log=None, dpi: int = 120) -> bool:
+    """Saves the figure ``draw()`` returns to ``path`` (PNG, atomically) and closes it; returns True.
+
+    A picture must never cost a computed metric: if ``draw`` raises, a placeholder PNG that names the error is
+    written instead (so the job's outputs exist), the error goes to ``log.warning`` and False is returned.
+    """
+    from jkonetstar.io import atomic_path
+
+    try:
+        fig = draw()
+        ok = True
+    except Exception as error:  # noqa: BLE001 - any plotting failure becomes a placeholder, never a lost metric
+        if log is not None:
+            log.warning("picture %s could not be drawn (%s: %s); wrote a placeholder", path, type(error).__name__,
+                        error)
+        fig, ax = plt.subplots(figsize=(6.4, 2.0))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"picture not drawn: {type(error).__name__}: {error}"[:300], ha="center", va="center",
+                wrap=True, fontsize="small")
+        ok = False
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return ok
+
+
 def predictions_vs_observed(
     observed: Sequence[np.ndarray],
     predicted: Sequence[np.ndarray],
@@ -160,20 +214,28 @@ def predictions_vs_observed(
         layout="constrained", squeeze=False,
     )
     axes = axes[0]
+    one_dim = all(np.asarray(o).shape[-1] == 1 for o in observed)
     for k, (ax, obs, pred) in enumerate(zip(axes, observed, predicted)):
         obs, pred = np.asarray(obs), np.asarray(pred)
         stride_obs = max(1, len(obs) // max_points)
         stride_pred = max(1, len(pred) // max_points)
         finite = np.all(np.isfinite(pred), axis=-1)
+        step = f"t = {labels[k] - 1} $\\to$ {labels[k]}"
+        ax.set_title(step if w1 is None else f"{step}\n$W_1$ = {w1[k]:.3g}", fontsize="medium")
+        if one_dim:  # d = 1: densities of the two populations (all points, no subsampling needed)
+            values = np.concatenate([obs[:, 0], pred[finite][:, 0]])
+            bins = np.histogram_bin_edges(values, bins=30)
+            ax.hist(pred[finite][:, 0], bins=bins, density=True, color=_LEARNED_COLOR, alpha=0.6, label="predicted")
+            ax.hist(obs[:, 0], bins=bins, density=True, histtype="step", color="0.25", lw=1.2, label="observed")
+            ax.set_xlabel(r"$x$")
+            continue
         ax.scatter(pred[finite][::stride_pred, 0], pred[finite][::stride_pred, 1], s=4, c=_LEARNED_COLOR,
                    alpha=0.7, lw=0, label="predicted")
         ax.scatter(obs[::stride_obs, 0], obs[::stride_obs, 1], s=12, facecolors="none", edgecolors="0.35",
                    alpha=0.6, linewidths=0.5, label="observed")
-        step = f"t = {labels[k] - 1} $\\to$ {labels[k]}"
-        ax.set_title(step if w1 is None else f"{step}\n$W_1$ = {w1[k]:.3g}", fontsize="medium")
         ax.set_xlabel(r"$x_1$")
         ax.set_aspect("equal", adjustable="box")
-    axes[0].set_ylabel(r"$x_2$")
+    axes[0].set_ylabel("density" if one_dim else r"$x_2$")
     axes[0].legend(loc="upper left", fontsize="small", markerscale=2.5, frameon=True)
     if title:
         fig.suptitle(title, fontsize="medium")

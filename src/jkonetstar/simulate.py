@@ -20,7 +20,7 @@ import numpy as np
 
 from jkonetstar.energies import get_interaction, get_potential
 
-__all__ = ["simulate", "to_population"]
+__all__ = ["simulate", "simulate_independent", "to_population"]
 
 
 def _check(name: str, value, *, positive: bool, integer: bool = False) -> None:
@@ -100,11 +100,34 @@ def simulate(
     )
 
 
-def to_population(snapshots) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flattens ``[T + 1, n, d]`` snapshots into the population format ``(x [n_total, d], t, particle)``."""
+def simulate_independent(key: jax.Array, *, n_steps: int = 5, **settings) -> jax.Array:
+    """Returns T + 1 snapshots of *independent* particles, shape ``[n_steps + 1, n_particles, dim]``.
+
+    Snapshot t is snapshot t of its own population, simulated by :func:`simulate` from the same initial
+    law with the t-th key of ``jax.random.split(key, n_steps + 1)``: every snapshot has the law of the
+    paired snapshot t, and no particle is observed twice (as in single-cell data).
+
+    Args:
+        key: PRNG key of the T + 1 populations.
+        n_steps: number of Euler-Maruyama steps T.
+        settings: the other keyword arguments of :func:`simulate`.
+    """
+    keys = jax.random.split(key, n_steps + 1)
+    return jnp.stack([simulate(k, n_steps=n_steps, **settings)[t] for t, k in enumerate(keys)])
+
+
+def to_population(snapshots, *, independent: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flattens ``[T + 1, n, d]`` snapshots into the population format ``(x [n_total, d], t, particle)``.
+
+    ``particle`` is the row within its snapshot (row i of every snapshot is one trajectory), or with
+    ``independent`` a distinct id per row (``t * n + i``: no particle in two snapshots).
+    """
     snapshots = np.asarray(snapshots)
     n_times, n_particles, _ = snapshots.shape
     x = snapshots.reshape(n_times * n_particles, -1)
     t = np.repeat(np.arange(n_times, dtype=np.int32), n_particles)
-    particle = np.tile(np.arange(n_particles, dtype=np.int32), n_times)
+    if independent:
+        particle = np.arange(n_times * n_particles, dtype=np.int32)
+    else:
+        particle = np.tile(np.arange(n_particles, dtype=np.int32), n_times)
     return x, t, particle

@@ -12,11 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from jkonetstar.io import load_npz, save_npz
 from jkonetstar.models import SolverSpec, fit_linear, init_params, jkonet_star_loss
 
-__all__ = ["TrainingData", "TrainState", "FitResult", "make_optimizer", "minibatch_index", "train_epoch", "fit"]
+__all__ = [
+    "TrainingData", "TrainState", "FitResult", "make_optimizer", "minibatch_index", "train_epoch", "at_source", "fit",
+]
 
 
 class TrainingData(NamedTuple):
@@ -63,9 +66,25 @@ class FitResult(NamedTuple):
     compile_seconds: float
 
 
-def make_optimizer(learning_rate: float = 1e-3, clip_norm: float = 10.0) -> optax.GradientTransformation:
-    """Adam (b1 0.9, b2 0.999, eps 1e-8) after global-norm clipping, the paper's optimiser."""
-    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8))
+LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of :func:`make_optimizer` (the paper: constant)."""
+
+
+def make_optimizer(learning_rate: float = 1e-3, clip_norm: float = 10.0, *, schedule: str = "constant",
+                   total_steps: int | None = None) -> optax.GradientTransformation:
+    """Adam (b1 0.9, b2 0.999, eps 1e-8) after global-norm clipping, the paper's optimiser.
+
+    ``schedule="cosine"`` decays the learning rate from ``learning_rate`` to 1 % of it over ``total_steps``
+    updates (cosine); ``"constant"`` (the paper) keeps it.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {schedule!r}: choose one of {list(LR_SCHEDULES)}")
+    rate = learning_rate
+    if schedule == "cosine":
+        if not total_steps:
+            raise ValueError("lr_schedule 'cosine' needs the number of updates (total_steps)")
+        rate = optax.cosine_decay_schedule(learning_rate, decay_steps=total_steps, alpha=0.01)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(rate, b1=0.9, b2=0.999, eps=1e-8))
 
 
 def minibatch_index(key: jax.Array, m: int, batch_size: int, groups: tuple[int, ...] | None = None):
@@ -101,21 +120,55 @@ def train_epoch(state: TrainState, key: jax.Array, data: TrainingData, *, spec: 
 
     Minibatches come from :func:`minibatch_index`; one ``lax.scan`` runs their updates. Jit this with
     ``spec``, ``optimizer``, ``batch_size``, ``interaction_average`` and ``groups`` static.
+
+    Inside the epoch the parameters, and every part of the optimiser state shaped like them, are one flat
+    vector (a few operations per step instead of a few per layer): the same updates for transformations
+    that act entrywise or through global norms (Adam, global-norm clipping: :func:`make_optimizer`), not
+    for ones that treat layers apart (e.g. ``optax.lamb``'s per-layer trust ratio).
     """
     index, valid = minibatch_index(key, data.source.shape[0], batch_size, groups)
+    batches = jax.tree.map(lambda a: a[index], data)  # [n_batches, batch_size, ...]: one gather per array
+    batches = batches._replace(weight=batches.weight * valid)
+    flat_params, unravel = ravel_pytree(state.params)
+    params_def = jax.tree.structure(state.params)
 
-    def step(state, inputs):
-        rows, keep = inputs
-        batch = jax.tree.map(lambda a: a[rows], data)
-        batch = batch._replace(weight=batch.weight * keep)
-        loss, grads = jax.value_and_grad(jkonet_star_loss)(
-            state.params, batch, spec=spec, tau=tau, interaction_average=interaction_average
-        )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
+    def like_params(node):
+        return not isinstance(node, jax.Array) and jax.tree.structure(node) == params_def
 
-    state, losses = jax.lax.scan(step, state, (index, valid))
-    return state, jnp.sum(losses)
+    flat_opt_state = jax.tree.map(lambda node: ravel_pytree(node)[0] if like_params(node) else node,
+                                  state.opt_state, is_leaf=like_params)
+
+    def step(carry, batch):
+        flat, opt_state = carry
+        loss, grads = jax.value_and_grad(lambda p: jkonet_star_loss(
+            unravel(p), batch, spec=spec, tau=tau, interaction_average=interaction_average))(flat)
+        updates, opt_state = optimizer.update(grads, opt_state, flat)
+        return (optax.apply_updates(flat, updates), opt_state), loss
+
+    (flat_params, flat_opt_state), losses = jax.lax.scan(step, (flat_params, flat_opt_state), batches)
+    opt_state = jax.tree.map(lambda node, flat: unravel(flat) if like_params(node) else flat,
+                             state.opt_state, flat_opt_state, is_leaf=like_params)
+    return TrainState(unravel(flat_params), opt_state), jnp.sum(losses)
+
+
+def at_source(data: TrainingData) -> TrainingData:
+    """Returns coupling rows on which the (target-gradient) JKOnet* loss is the loss with gradients at the source.
+
+    :func:`jkonetstar.models.jkonet_star_loss` scores ``tau G(y) + (y - x)`` with ``G`` at the target ``y``
+    (and the interaction mean over the rows' targets). The rows ``(x', y') = (2x - y, x)`` give
+    ``tau G(x) + (x - (2x - y)) = tau G(x) + (y - x)``: the residual with ``G`` at the source, the interaction
+    mean over the sources of the same snapshot pair (the source snapshot, as in the linear solvers), and the
+    density term still at the target (``rho``, ``grad_rho`` unchanged, as in the linear solvers).
+    """
+    source, target = jnp.asarray(data.source), jnp.asarray(data.target)
+    return data._replace(source=2.0 * source - target, target=source)
+
+
+def _scores(value) -> dict:
+    """History columns of one evaluation: ``{"w1": value}``, or the callback's mapping (``w1`` and others)."""
+    if isinstance(value, dict):
+        return {name: float(v) for name, v in value.items()}
+    return {"w1": float(value)}
 
 
 @jax.jit
@@ -138,7 +191,9 @@ def fit(
     hidden: tuple[int, ...] = (64, 64),
     interaction_average: str = "snapshot",
     ridge: float = 0.01,
-    gradient_at: str = "source",
+    gradient_at: str | None = None,
+    lr_schedule: str = "constant",
+    validate: Callable[[dict], float] | None = None,
     feature_options: dict | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> FitResult:
@@ -151,8 +206,17 @@ def fit(
 
     Args:
         key: PRNG key for initialisation and shuffling.
-        evaluate: returns the one-step-ahead W1 of a parameter set (history column ``w1``).
+        evaluate: returns the one-step-ahead W1 of a parameter set (history column ``w1``), or a mapping of
+            history columns (``w1`` and e.g. ``w1_explicit``); other columns of unevaluated epochs are absent.
         progress: receives one line per evaluation, for logs.
+        gradient_at: where the loss evaluates the energy gradients: ``"target"`` (the MLP solvers' default, the
+            first-order condition of the JKO step, consistent with the implicit prediction step) or ``"source"``
+            (the linear solvers' default, consistent with the explicit step); see :func:`at_source`.
+        lr_schedule: ``"constant"`` (the paper) or ``"cosine"`` (:func:`make_optimizer`).
+        validate: model selection: returns a score of a parameter set on data *held out of* ``data`` (never the
+            test split; e.g. :func:`jkonetstar.pipeline.train` with ``select="validation"``), computed at every
+            evaluation (history column ``validation_w1``); the run keeps the parameters of the lowest score
+            (history column ``selected``) instead of the last ones.
         Others: see :func:`train_epoch` and :func:`jkonetstar.models.fit_linear`.
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("eval_every", eval_every)):
@@ -165,19 +229,23 @@ def fit(
     say = progress or (lambda line: None)
     history: list[dict] = []
 
+    if gradient_at not in (None, "source", "target"):
+        raise ValueError(f"unknown gradient_at {gradient_at!r}: choose 'source' or 'target'")
     if spec.parametrisation == "linear":
         start = time.perf_counter()
-        params, loss = fit_linear(spec, data, tau=tau, ridge=ridge, gradient_at=gradient_at,
+        params, loss = fit_linear(spec, data, tau=tau, ridge=ridge, gradient_at=gradient_at or "source",
                                   feature_options=feature_options)
         jax.block_until_ready(params["features"] if params["potential"] is None else params["potential"])
         seconds = time.perf_counter() - start
         start = time.perf_counter()
-        w1 = float(evaluate(params))
-        history.append(dict(epoch=1, loss=loss, seconds=seconds, w1=w1, eval_seconds=time.perf_counter() - start))
+        scores = _scores(evaluate(params))
+        history.append(dict(epoch=1, loss=loss, seconds=seconds, **scores, eval_seconds=time.perf_counter() - start))
         status = "ok" if np.isfinite(loss) else "diverged"
-        say(f"{spec.name}: closed-form solve in {seconds:.2f} s, loss {loss:.4g}, W1 {w1:.4g}")
+        say(f"{spec.name}: closed-form solve in {seconds:.2f} s, loss {loss:.4g}, W1 {scores['w1']:.4g}")
         return FitResult(params, history, status, 0.0)
 
+    if gradient_at == "source":
+        data = at_source(data)
     groups = None
     if spec.interaction and interaction_average == "snapshot":
         # One target snapshot per minibatch: the interaction mean then runs over B particles of mu_{t+1}.
@@ -186,7 +254,8 @@ def fit(
         groups = tuple(int(c) for c in np.unique(np.asarray(data.time), return_counts=True)[1])
     key_init, key_shuffle = jax.random.split(key)
     params = init_params(key_init, spec, data.source.shape[1], tuple(hidden))
-    optimizer = make_optimizer(learning_rate, clip_norm)
+    n_batches = sum(-(-size // batch_size) for size in (groups or (len(data.source),)))
+    optimizer = make_optimizer(learning_rate, clip_norm, schedule=lr_schedule, total_steps=epochs * n_batches)
     state = TrainState(params, optimizer.init(params))
     epoch_fn = jax.jit(functools.partial(train_epoch, spec=spec, optimizer=optimizer, batch_size=batch_size,
                                          tau=tau, interaction_average=interaction_average, groups=groups))
@@ -195,6 +264,7 @@ def fit(
     compile_seconds = time.perf_counter() - start
 
     status = "ok"
+    best = (math.inf, 0, None)  # (validation W1, epoch, parameters) of the best evaluation so far
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         new_state, loss = compiled(state, jax.random.fold_in(key_shuffle, epoch), data)
@@ -209,8 +279,17 @@ def fit(
         state = new_state
         if epoch % eval_every == 0 or epoch == epochs:
             start = time.perf_counter()
-            row["w1"] = float(evaluate(state.params))
+            row.update(_scores(evaluate(state.params)))
+            if validate is not None:
+                row["validation_w1"] = float(validate(state.params))
+                if np.isfinite(row["validation_w1"]) and row["validation_w1"] < best[0]:
+                    best = (row["validation_w1"], epoch, state.params)
             row["eval_seconds"] = time.perf_counter() - start
             say(f"{spec.name}: epoch {epoch}/{epochs} loss {loss:.4g} W1 {row['w1']:.4g} ({seconds * 1e3:.1f} ms/epoch)")
         history.append(row)
+    if validate is not None and best[2] is not None and status == "ok":
+        say(f"{spec.name}: keeping the parameters of epoch {best[1]} (validation W1 {best[0]:.4g})")
+        for row in history:
+            row["selected"] = float(row["epoch"] == best[1])
+        return FitResult(best[2], history, status, compile_seconds)
     return FitResult(state.params, history, status, compile_seconds)

@@ -20,18 +20,28 @@ def _config_error(error):
     return f"invalid config setting {setting}: {cause.message}"
 
 
+def _renamed_pairing_settings():
+    """The settings that still name the pairing "unpaired" (now "shuffled": jkonetstar.couplings.check_pairing)."""
+    sections = [("experiments", "pairings"), ("datasets", "pairing")]
+    found = []
+    for section, key in sections:
+        entries = config.get(section)
+        for name, entry in (entries.items() if isinstance(entries, dict) else []):
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if value == "unpaired" or (isinstance(value, list) and "unpaired" in value):
+                found.append(f"{section}.{name}.{key}")
+    return found
+
+
+for _where in _renamed_pairing_settings():
+    raise WorkflowError(f"invalid config setting {_where}: pairing 'unpaired' is now called 'shuffled' (paired data "
+                        "with the order lost): use 'shuffled', or 'independent' for snapshots that share no particle")
+
 try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as error:
     raise WorkflowError(_config_error(error)) from None
 
-for _name, _grid in config["experiments"].items():
-    for _solver in _grid["solvers"] + [s for subset in _grid.get("subsets", []) for s in subset["solvers"]]:
-        if _solver not in config["solvers"]:
-            raise WorkflowError(
-                f"invalid config setting experiments.{_name}.solvers: solver {_solver!r} "
-                f"has no hyper-parameters under solvers: (have {sorted(config['solvers'])})"
-            )
 if (config["couplings"]["method"] == "sinkhorn") != (config["couplings"]["epsilon"] is not None):
     raise WorkflowError(
         "invalid config setting couplings.epsilon: give epsilon > 0 exactly when method is sinkhorn "
@@ -114,13 +124,6 @@ CODE = {
         "src/jkonetstar/plots.py",
         "src/jkonetstar/io.py",
     ],
-    "recovery": [
-        "workflow/scripts/recovery.py",
-        "src/jkonetstar/models.py",
-        "src/jkonetstar/features.py",
-        "src/jkonetstar/energies.py",
-        "src/jkonetstar/io.py",
-    ],
 }
 
 
@@ -191,9 +194,11 @@ def experiment_outputs(name):
     ]
 
 
-def extra_table_rows(name):
-    """Tidy tables whose metric rows the experiment's table appends (exp3: recovery of the energy terms)."""
-    return [f"results/tables/{name}_recovery.csv"] if name == "exp3" else []
+def prediction_outputs():
+    """The explicit-vs-implicit comparison of Exp. 4.1 (rule prediction_figure), when exp1 is configured."""
+    if "exp1" not in config["experiments"]:
+        return []
+    return ["results/tables/prediction.csv"] + [f"results/figures/prediction.{kind}" for kind in ("png", "pdf")]
 
 
 def _choices(values):
@@ -236,12 +241,18 @@ def config_slice(*path, keys=None):
     return settings({key: value[key] for key in keys} if keys else value)
 
 
+# Evaluation settings of the JKOnet* solvers (jkonetstar.pipeline.PREDICT_OPTIONS; tests/test_experiments.py
+# checks that the two agree): rule evaluate receives them, rule train never does, so choosing them never retrains.
+PREDICT_OPTIONS = ("predict_step", "implicit_tolerance", "implicit_max_iterations")
+
+
 def predict_options(wildcards):
-    """Prediction settings of the JKOnet baselines (None for JKOnet* solvers)."""
+    """Prediction settings of a run: the JKOnet baselines' step and inner loop, or the JKOnet* solvers'
+    PREDICT_OPTIONS (absent ones take the library defaults)."""
     hp = config["solvers"][wildcards.solver]
-    if "predict_step" not in hp:
-        return None
-    return {"step": hp["predict_step"], "inner_steps": hp["inner_steps"], "inner_learning_rate": hp["inner_learning_rate"]}
+    if "inner_steps" in hp:
+        return {"step": hp["predict_step"], "inner_steps": hp["inner_steps"], "inner_learning_rate": hp["inner_learning_rate"]}
+    return settings({key: hp[key] for key in PREDICT_OPTIONS if key in hp})
 
 
 def experiment_solvers(name):
@@ -252,8 +263,12 @@ def experiment_solvers(name):
 
 
 def solver_hp(wildcards):
-    """Per-job slice of the config: the hyper-parameters of this run's solver."""
-    return config_slice("solvers", wildcards.solver)
+    """Per-job slice of the config: the training hyper-parameters of this run's solver (prediction settings
+    of the JKOnet* solvers excluded: they are evaluation settings)."""
+    hp = config_slice("solvers", wildcards.solver)
+    if "inner_steps" in hp:  # the JKOnet baselines evaluate with their own step during training
+        return hp
+    return {key: value for key, value in hp.items() if key not in PREDICT_OPTIONS}
 
 
 def train_runtime(wildcards):

@@ -1,6 +1,13 @@
+def pairing_population(wildcards):
+    """The population a pairing is drawn from: the independent snapshots (rule simulate_independent) for
+    ``independent``, else the paired one (rule simulate)."""
+    name = "independent_population.npz" if wildcards.pairing == "independent" else "population.npz"
+    return f"results/data/{DATASET.format(**dict(wildcards.items()))}/{name}"
+
+
 rule couplings:
     input:
-        population=f"results/data/{DATASET}/population.npz",
+        population=pairing_population,
         code=CODE["couplings"],
     output:
         train=f"results/data/{COUPLED}/train_couplings.npz",

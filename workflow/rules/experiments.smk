@@ -1,5 +1,5 @@
-# The recovery table of Exp. 4.3 (general energies) and one target rule per experiment beyond Exp. 4.1
-# (`snakemake exp2` builds that figure alone); the figures themselves come from rule figure (figures.smk).
+# One target rule per experiment beyond Exp. 4.1 (`snakemake exp2` builds that figure alone); the figures
+# themselves come from rule figure (figures.smk).
 
 
 localrules:
@@ -7,29 +7,6 @@ localrules:
     exp3,
     ablation,
     pairing,
-
-
-rule recovery:
-    input:
-        models=lambda w: run_files(w.experiment, "model.npz"),
-        code=CODE["recovery"],
-    output:
-        table="results/tables/{experiment}_recovery.csv",
-    params:
-        runs=lambda w: experiment_runs(w.experiment),
-        taus=lambda w: {s: config["solvers"][s]["tau"] for s in config["experiments"][w.experiment]["solvers"]},
-        dt=config["data"]["dt"],
-        grid=config_slice("plots", keys=["limits", "grid_points"]),
-    log:
-        "results/logs/recovery/{experiment}.log",
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    conda:
-        "../../envs/train.yaml"
-    script:
-        "../scripts/recovery.py"
 
 
 rule exp2:

@@ -1,6 +1,7 @@
 localrules:
     table,
     figure,
+    prediction_figure,
 
 
 rule table:
@@ -8,7 +9,6 @@ rule table:
         metrics=lambda w: run_files(w.experiment, "metrics.json"),
         histories=lambda w: run_files(w.experiment, "history.csv"),
         couplings=lambda w: coupled_files(w.experiment, "couplings.json"),
-        extra=lambda w: extra_table_rows(w.experiment),
         code=CODE["table"],
     output:
         table=report(
@@ -31,9 +31,7 @@ rule table:
 
 def figure_extra(wildcards):
     """The config slice an experiment's caption needs beyond its grid, solvers and data settings."""
-    if wildcards.experiment == "exp3":
-        return config_slice("plots", keys=["limits", "grid_points"])
-    if wildcards.experiment == "ablation":
+    if wildcards.experiment in ("ablation", "pairing"):
         return config_slice("couplings")
     return {}
 
@@ -54,6 +52,7 @@ rule figure:
         solvers=lambda w: config_slice("solvers", keys=experiment_solvers(w.experiment)),
         data=config_slice("data"),
         extra=figure_extra,
+        protocol=config["protocol"],
     wildcard_constraints:
         experiment="exp1|exp2|exp3|ablation|pairing",
     log:
@@ -66,3 +65,27 @@ rule figure:
         "../../envs/plot.yaml"
     script:
         "../scripts/figure.py"
+
+
+# Exp. 4.1's JKOnet* MLP runs predicted with the explicit and the implicit step (the same trained models).
+rule prediction_figure:
+    input:
+        table="results/tables/exp1.csv",
+        code=CODE["figure"] + ["workflow/scripts/prediction.py"],
+    output:
+        table=report("results/tables/prediction.csv", caption="../report/table.rst", category="Tables"),
+        png=report("results/figures/prediction.png", caption="../report/prediction.rst", category="Figures"),
+        pdf="results/figures/prediction.pdf",
+    params:
+        grid=config_slice("experiments", "exp1") if "exp1" in config["experiments"] else {},
+        protocol=config["protocol"],
+    log:
+        "results/logs/figure/prediction.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    script:
+        "../scripts/prediction.py"

@@ -1,6 +1,8 @@
 # Real population time courses: the single-cell RNA experiment of the paper (Sec. 4.4, config section `rna`)
 # and the user's own datasets (config section `datasets`). Both run the same stages as the synthetic
-# experiments: read -> split within every snapshot -> OT couplings + densities -> train -> evaluate.
+# experiments: read -> split (within every snapshot; by particle for paired data; none for pre-split data)
+# -> OT couplings + densities -> train -> evaluate. A dataset's `pairing` says whether its rows are paired
+# across snapshots (particle ids), `test_path` (or the train_*/test_* directory form) that it comes split.
 #
 #   results/datasets/<name>/population.npz                    the data as read (snapshots renumbered 0..T)
 #   results/datasets/<name>/seed~<s>/{train_couplings,test_population,density}.npz
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jkonetstar.data import RNA_HELP
+from jkonetstar.data import RNA_HELP, SPLIT_FILES
 
 REPO_ROOT = Path(workflow.basedir).parent
 RNA_DEFAULT_LOCATION = "data/eb_rna_pca5"
@@ -78,20 +80,44 @@ def _data_location(path):
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def _data_files(location):
+def _is_split_directory(location):
+    return location.is_dir() and all((location / name).is_file() for name in SPLIT_FILES)
+
+
+def _data_files(location, test_location=None):
     """The files a data location stands for (inputs of the reading rule, so that new data reruns it)."""
+    if test_location is not None:
+        return _data_files(location) + _data_files(test_location)
+    if _is_split_directory(location):
+        return [str(location / name) for name in SPLIT_FILES]
     if location.is_dir():
         return [str(location / "data.npy"), str(location / "sample_labels.npy")]
     return [str(location)]
 
 
-def _data_dim(location, time_column, n_pcs):
+def _csv_header(location):
+    with open(location) as f:
+        return f.readline().strip().split(",")
+
+
+def _has_particle_ids(location, particle_column):
+    """Whether a data file has particle ids (npz array particle, CSV column particle_column), from its header."""
+    if location.suffix == ".csv" and location.is_file():
+        return particle_column in _csv_header(location)
+    if location.suffix == ".npz" and location.is_file():
+        with zipfile.ZipFile(location) as archive:
+            return "particle.npy" in archive.namelist()
+    return False
+
+
+def _data_dim(location, time_column, n_pcs, particle_column="particle"):
     """The dimension of a data file, read from its header only (to check settings before any job runs)."""
+    if _is_split_directory(location):
+        return np.load(location / "train_data.npy", mmap_mode="r").shape[1]
     if location.is_dir():
         return np.load(location / "data.npy", mmap_mode="r").shape[1]
     if location.suffix == ".csv":
-        with open(location) as f:
-            return len(f.readline().strip().split(",")) - 1
+        return len([c for c in _csv_header(location) if c not in (time_column, particle_column)])
     if location.suffix == ".npz":
         with zipfile.ZipFile(location) as archive:
             names = archive.namelist()
@@ -108,8 +134,21 @@ def _data_dim(location, time_column, n_pcs):
     return None  # an unknown form: load_population names the problem in the job
 
 
-def _check_real_dataset(where, section, location):
+def _check_real_dataset(where, section, location, test_location=None):
     """Raises WorkflowError naming the setting when a dataset's settings cannot work."""
+    if test_location is not None and not test_location.exists():
+        raise WorkflowError(f"invalid config setting {where}.test_path: {test_location} not found")
+    if test_location is not None and _is_split_directory(location):
+        raise WorkflowError(f"invalid config setting {where}.test_path: {location} is split already (train_*.npy, "
+                            "test_*.npy); give no test_path")
+    if section["pairing"] in ("paired", "shuffled"):
+        parts = [location] + ([test_location] if test_location is not None else [])
+        missing = [str(p) for p in parts if not _has_particle_ids(p, section["particle_column"])]
+        if missing:
+            raise WorkflowError(
+                f"invalid config setting {where}.pairing: {section['pairing']!r} needs particle ids in {missing[0]} "
+                f"(an npz array 'particle' or a CSV column {section['particle_column']!r}); use independent"
+            )
     for solver in section["solvers"]:
         if solver not in config["solvers"]:
             raise WorkflowError(
@@ -129,7 +168,7 @@ def _check_real_dataset(where, section, location):
         )
     linear = [s for s in section["solvers"] if "linear" in s]
     if linear and location.exists():
-        dim = _data_dim(location, section["time_column"], section["n_pcs"])
+        dim = _data_dim(location, section["time_column"], section["n_pcs"], section["particle_column"])
         for solver in linear:
             options = {**config["solvers"][solver].get("features", {}), **section["training"].get("features", {})}
             size = (options.get("degree", 4) + 1) ** (dim or 1) - 1 + options.get("rbf_per_dim", 10) ** (dim or 1)
@@ -142,12 +181,15 @@ def _check_real_dataset(where, section, location):
 
 
 def _real_dataset(name, where, section, location):
-    _check_real_dataset(where, section, location)
+    test_location = _data_location(section["test_path"]) if section.get("test_path") else None
+    _check_real_dataset(where, section, location, test_location)
     return {
         "where": where,
-        "files": _data_files(location),
+        "files": _data_files(location, test_location),
         "settings": section,
-        "source": {"location": str(location), "time_column": section["time_column"], "n_pcs": section["n_pcs"]},
+        "source": {"location": str(location), "time_column": section["time_column"], "n_pcs": section["n_pcs"],
+                   "particle_column": section["particle_column"],
+                   "test_location": str(test_location) if test_location is not None else None},
     }
 
 
@@ -158,7 +200,7 @@ if "rna" in config:
     _rna_location = _data_location(_rna_path) if _rna_path else None
     if _rna_location is None:
         RNA_SKIPPED = "no data configured (rna.path is null)"
-    elif not (_rna_location.is_file() or (_rna_location / "data.npy").is_file()):
+    elif not (_rna_location.is_file() or (_rna_location / "data.npy").is_file() or _is_split_directory(_rna_location)):
         RNA_SKIPPED = f"{_rna_location} not found"
     else:
         REAL_DATASETS["rna"] = _real_dataset("rna", "rna", config["rna"], _rna_location)
@@ -218,7 +260,14 @@ def realdata_hp(wildcards):
     if wildcards.solver in section.get("baselines", []):  # only the training keys a baseline has (no features...)
         overrides = {k: v for k, v in section["training"].items() if k in hp}
         return settings({**hp, **overrides, **section.get("baseline_training", {})})
-    return settings({**hp, **section["training"]})
+    # Prediction settings are evaluation settings (rule dataset_evaluate reads them): never a training input.
+    return settings({k: v for k, v in {**hp, **section["training"]}.items() if k not in PREDICT_OPTIONS})
+
+
+def split_seed(wildcards):
+    """The seed of a real dataset's split and mixtures: its `split_seed` (one split for every run), else the run's."""
+    fixed = REAL_DATASETS[wildcards.dataset]["settings"].get("split_seed")
+    return int(wildcards.seed) if fixed is None else int(fixed)
 
 
 def _realdata_slice(key):
@@ -287,6 +336,8 @@ rule dataset_couplings:
         summary=f"{REALDATA_SEED}/couplings.json",
     params:
         split=lambda w: {"test_ratio": REAL_DATASETS[w.dataset]["settings"]["test_ratio"]},
+        split_seed=split_seed,
+        pairing=_realdata_slice("pairing"),
         couplings=_realdata_slice("couplings"),
         density=_realdata_slice("density"),
     log:
@@ -430,7 +481,9 @@ def rna_protocols():
     for method in section["solvers"] + section.get("baselines", []):
         baseline = method in section.get("baselines", [])
         protocols[method] = (
-            f"60/40 split within each time point (test ratio {section['test_ratio']}), one-step-ahead W1 on the "
+            f"60/40 split within each time point (test ratio {section['test_ratio']}; "
+            + ("a split per seed" if section.get("split_seed") is None else f"one split, seed {section['split_seed']}")
+            + "), one-step-ahead W1 on the "
             f"test split, {realdata_hp(dict_wildcards('rna', solver=method))['epochs']} epochs"
             + ("; training snapshots subsampled at random to the smallest" if baseline else "")
         )

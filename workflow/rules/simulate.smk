@@ -18,3 +18,27 @@ rule simulate:
         "../../envs/simulate.yaml"
     script:
         "../scripts/simulate.py"
+
+
+# Pairing `independent`: snapshot t of the t-th of T + 1 independent populations of the same dataset
+# (jkonetstar.simulate.simulate_independent), beside the paired population of rule simulate.
+rule simulate_independent:
+    input:
+        code=CODE["simulate"],
+    output:
+        population=f"results/data/{DATASET}/independent_population.npz",
+        settings=f"results/data/{DATASET}/independent_settings.json",
+    params:
+        simulation=lambda w: {**config_slice("data", keys=["dt", "n_steps"]), "independent": True},
+    log:
+        f"results/logs/simulate_independent/{DATASET}.log",
+    benchmark:
+        f"results/benchmarks/simulate_independent/{DATASET}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/simulate.yaml"
+    script:
+        "../scripts/simulate.py"

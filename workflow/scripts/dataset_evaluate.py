@@ -34,7 +34,7 @@ time_values = population["time_values"]
 
 # One step from every observed test snapshot: scored here and drawn below.
 steps = pipeline.one_step(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options)
-_, observed, predicted = steps
+_, observed, predicted, _ = steps  # and the fixed-point diagnostics, which evaluate() records
 scores = pipeline.evaluate(params, spec, test["x"], test["t"], seed, tau=tau, predict_options=predict_options,
                            steps=steps)
 labels = np.unique(test["t"])

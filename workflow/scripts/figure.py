@@ -28,7 +28,9 @@ from jkonetstar import figures, plots  # noqa: E402
 from jkonetstar.io import atomic_path  # noqa: E402
 
 grid, data, solvers, extra = snakemake.params.grid, snakemake.params.data, snakemake.params.solvers, snakemake.params.extra
-table = pd.read_csv(snakemake.input.table)
+full_table = pd.read_csv(snakemake.input.table)
+table = figures.configured_step_rows(full_table)  # each run scored with its configured prediction step
+steps = table[table["metric"] == "diverged"].groupby("solver")["predict_step"].first().to_dict()
 
 
 def listing(values):
@@ -38,10 +40,13 @@ def listing(values):
 def solver_phrase(name, with_eval=False):
     """How a solver was trained: its epochs and minibatch (and evaluation interval), or its closed-form solve."""
     hp = solvers[name]
+    step = f", {steps[name]} prediction" if name in steps else ""
     if "linear" in name:
-        return f"{plots.solver_label(name)}: closed form, ridge {hp['ridge']:g}"
+        return f"{plots.solver_label(name)}: closed form, ridge {hp['ridge']:g}{step}"
     text = f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}"
-    return text + (f", W1 every {hp['eval_every']}" if with_eval else "")
+    if hp.get("interaction_average") and name == "jkonet-star":
+        text += f", interaction mean over the {hp['interaction_average']}"
+    return text + (f", W1 every {hp['eval_every']}" if with_eval else "") + step
 
 
 def training():
@@ -50,7 +55,11 @@ def training():
 
 def setting():
     return (f"T = {data['n_steps']} steps of dt = {data['dt']:g}, {data['test_ratio']:g} of the particles "
-            f"held out by {data['split_by']}; seeds {listing(grid['seeds'])}; {training()}.")
+            f"held out by {data['split_by']}; seeds {listing(grid['seeds'])}; {training()}. {protocol()}")
+
+
+def protocol():
+    return f"Settings: {snakemake.params.protocol}."
 
 
 def exp1():
@@ -66,10 +75,10 @@ def exp1():
         f"interaction {listing(grid['interactions'])}, beta {listing(grid['betas'])}; "
         f"seeds {listing(grid['seeds'])}{subset_note}. {epochs}; linear solvers: one closed-form solve. "
         "EMD = one-step-ahead W1 on the test split, mean over the time steps; markers: mean over seeds, "
-        "bars: min-max over seeds.",
+        f"bars: min-max over seeds. {protocol()}",
         width=170,
     ))
-    history = pd.read_csv(snakemake.input.history)
+    history = figures.history_with_steps(pd.read_csv(snakemake.input.history), full_table)
     return figures.figure3(table, history, potential_order=grid["potentials"], solver_order=order, caption=caption)
 
 
@@ -84,8 +93,8 @@ def exp2():
 def exp3():
     caption = (f"{len(grid['potentials'])} potentials x {len(grid['interactions'])} interactions x beta in "
                f"{{{listing(grid['betas'])}}}; d = {listing(grid['dims'])}, N = {listing(grid['n_particles'])} per "
-               f"snapshot. {setting()} Gradients compared on a {extra['grid_points']}^2 grid over "
-               f"{extra['limits']}^2; beta_hat is rescaled by tau/dt.")
+               f"snapshot. {setting()} Gradients compared on a grid over the test data's "
+               "bounding box (jkonetstar.pipeline.recovery_points); beta_hat is rescaled by tau/dt.")
     return figures.exp3_figure(table, solver_order=grid["solvers"], caption=caption)
 
 
@@ -99,17 +108,20 @@ def ablation():
 
 
 def pairing():
-    caption = (f"N = {listing(grid['n_particles'])} per snapshot, d = {listing(grid['dims'])}; unpaired: every "
-               f"snapshot shuffled before the block-wise couplings. {setting()}")
-    return figures.pairing_figure(table, potential_order=grid["potentials"], solver_order=grid["solvers"],
-                                caption=caption)
+    caption = (f"N = {listing(grid['n_particles'])} per snapshot, d = {listing(grid['dims'])}, couplings in blocks of "
+               f"{extra['block_size']} particles; paired: snapshot t of one simulated population; shuffled: the same, "
+               "every snapshot shuffled before the block-wise couplings; independent: snapshot t of the t-th of "
+               f"T + 1 independent populations (same initial law), split within every snapshot. {setting()}")
+    # every prediction step of the JKOnet* MLP runs (one panel each): the full table, not the configured rows
+    return figures.pairing_figure(full_table, potential_order=grid["potentials"], solver_order=grid["solvers"],
+                                caption=caption + " Grey bars: two-sample floor of the independent snapshots.")
 
 
 FIGURES = {"exp1": exp1, "exp2": exp2, "exp3": exp3, "ablation": ablation, "pairing": pairing}
 
 fig = FIGURES[experiment]()
 with atomic_path(snakemake.output.summary) as tmp:
-    figures.seed_summary(table).to_csv(tmp, index=False)
+    figures.seed_summary(full_table).to_csv(tmp, index=False)
 for path, kind in ((snakemake.output.png, "png"), (snakemake.output.pdf, "pdf")):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=kind, dpi=150, bbox_inches="tight")

@@ -20,6 +20,9 @@ import pandas as pd  # noqa: E402
 from jkonetstar.io import atomic_path, load_json  # noqa: E402
 
 RUN_COLUMNS = ["potential", "interaction", "beta", "dim", "n_particles", "pairing", "ot", "solver", "seed"]
+# Each row also says which prediction step its metric was computed with (the run's configured step for the
+# metrics that do not depend on it) and the run's training status (a diverged run's scores are NaN).
+COLUMNS = [*RUN_COLUMNS, "predict_step", "status", "metric", "value"]
 SCALARS = [
     "w1_mean",
     "w1_std",
@@ -31,6 +34,17 @@ SCALARS = [
     "final_loss",
     "last_evaluated_w1",
 ]
+STEP_SCALARS = ["w1_mean", "w1_std"]  # metrics of every prediction step (the others: the configured step only)
+
+
+def step_values(scores, labels):
+    values = {name: scores[name] for name in STEP_SCALARS}
+    values.update({f"w1_step_{label}": v for label, v in zip(labels, scores["w1_per_step"])})
+    if "implicit_residual_per_step" in scores:
+        values["implicit_max_residual"] = max(scores["implicit_residual_per_step"])
+        values["implicit_converged"] = float(scores["implicit_converged"])
+    return values
+
 
 rows, histories = [], []
 for metrics_path, history_path, couplings_path in zip(snakemake.input.metrics, snakemake.input.histories,
@@ -38,8 +52,11 @@ for metrics_path, history_path, couplings_path in zip(snakemake.input.metrics, s
     metrics = load_json(metrics_path)
     couplings = load_json(couplings_path)
     run = {column: metrics[column] for column in RUN_COLUMNS}
+    chosen, status = metrics["predict_step"], metrics["status"]
     values = {name: metrics[name] for name in SCALARS}
-    values["diverged"] = float(metrics["status"] == "diverged")
+    if status == "diverged":  # never scored as if trained (the evaluation made its scores NaN already)
+        values["last_evaluated_w1"] = float("nan")
+    values["diverged"] = float(status == "diverged")
     # Wall-clock of the OT plans of all snapshot pairs (Sinkhorn: includes its jit compilation) and coupled pairs.
     seconds = couplings["seconds_per_snapshot_pair"]
     values["coupling_seconds"] = sum(seconds)
@@ -48,16 +65,22 @@ for metrics_path, history_path, couplings_path in zip(snakemake.input.metrics, s
     values["coupling_seconds_warm"] = sum(seconds[1:]) / (len(seconds) - 1) * len(seconds) if len(seconds) > 1 \
         else sum(seconds)
     values["n_couplings"] = sum(couplings["pairs_per_target_snapshot"].values())
-    values.update({f"w1_step_{label}": v for label, v in zip(metrics["target_labels"], metrics["w1_per_step"])})
-    rows += [{**run, "metric": name, "value": float(value)} for name, value in values.items()]
+    if couplings.get("two_sample_w1_per_snapshot"):  # independent snapshots: the floor of their one-step EMD
+        values["two_sample_w1"] = sum(couplings["two_sample_w1_per_snapshot"].values()) / len(
+            couplings["two_sample_w1_per_snapshot"])
+    values.update(step_values(metrics, metrics["target_labels"]))
+    values.update(metrics.get("recovery", {}))  # learnt vs true energies (jkonetstar.pipeline.recovery)
+    rows += [{**run, "predict_step": chosen, "status": status, "metric": name, "value": float(value)}
+             for name, value in values.items()]
+    for step, scores in metrics["by_predict_step"].items():
+        if step != chosen:
+            rows += [{**run, "predict_step": step, "status": status, "metric": name,
+                      "value": float("nan") if status == "diverged" else float(value)}
+                     for name, value in step_values(scores, metrics["target_labels"]).items()]
     history = pd.read_csv(history_path)
     histories.append(history.assign(**run)[RUN_COLUMNS + [c for c in history.columns if c not in RUN_COLUMNS]])
 
-table = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "metric", "value"])
-# Further metric rows of the same runs computed by other rules (exp3: recovery of the energy terms).
-extra = [pd.read_csv(path) for path in snakemake.input.extra]
-if extra:
-    table = pd.concat([table, *(e[[*RUN_COLUMNS, "metric", "value"]] for e in extra)], ignore_index=True)
+table = pd.DataFrame(rows, columns=COLUMNS)
 log.info("%d runs, %d rows; diverged runs: %d", len(snakemake.input.metrics), len(table),
          int(table.loc[table["metric"] == "diverged", "value"].sum()))
 with atomic_path(snakemake.output.table) as tmp:
