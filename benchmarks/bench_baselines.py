@@ -12,7 +12,7 @@ the timed epochs (all but the first), the process CPU seconds per epoch over the
 a shared machine, where wall time also counts waiting for a core), and the wall ratio to JKOnet*_V. Run,
 e.g.:
 
-    taskset -c 0,1 .venv/bin/python benchmarks/bench_baselines.py [--epochs 4] [--monge-gap]
+    taskset -c 0,1 .venv/bin/python benchmarks/bench_baselines.py [--epochs 4] [--monge-gap] [--previous 3]
 
 The baselines' epoch is thousands of small sequential ops; XLA's CPU runtime spreads them over its thread
 pool, which costs more than it gains here: pinned to one core (``taskset -c 0``) an epoch takes 20-25%
@@ -27,6 +27,7 @@ machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
@@ -34,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import REFERENCE_RATE, cores, loaded, matmul_rates
+from common import REFERENCE_RATE, cores, loaded, matmul_rates, timed
+from jkonetstar import baselines
 from jkonetstar.baselines import fit_jkonet
 from jkonetstar.models import get_solver
 from jkonetstar.simulate import simulate
@@ -70,6 +72,35 @@ def timed_run(train, epochs: int) -> dict:
                 cpu=float(np.median(cpu)), status=result.status)
 
 
+def previous_versus_current(snapshots, variants, rounds, batch_size, inner_steps):
+    """Per-epoch (wall, CPU) seconds of each baseline's epoch before issue 12 (the inner steps recompute
+    everything in the backward pass: ``_REMAT_POLICY = None``) and now, interleaved in this process."""
+    from jkonetstar.models import MLP
+    from jkonetstar.training import TrainState, make_optimizer
+
+    snapshots = jnp.asarray(snapshots)
+    params = {"potential": MLP((64, 64)).init(jax.random.key(1), jnp.zeros(snapshots.shape[-1]))["params"]}
+    optimizer = make_optimizer()
+    state = TrainState(params, optimizer.init(params))
+    key = jax.random.key(0)
+    current_policy = baselines._REMAT_POLICY
+    runs = {}
+    for variant in variants:
+        for version, policy in (("previous", None), ("current", current_policy)):
+            baselines._REMAT_POLICY = policy  # read when the epoch is traced
+            epoch = jax.jit(functools.partial(baselines.train_epoch_jkonet, spec=baselines.get_baseline(variant),
+                                              optimizer=optimizer, batch_size=batch_size, inner_steps=inner_steps))
+            compiled = epoch.lower(state, key, snapshots).compile()
+            jax.block_until_ready(compiled(state, key, snapshots))
+            runs[variant, version] = compiled
+    baselines._REMAT_POLICY = current_policy
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, compiled in runs.items():
+            times[k].append(timed(lambda: compiled(state, key, snapshots)[1], 1))
+    return {k: tuple(float(np.median([t[i] for t in v])) for i in (0, 1)) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per baseline (the first is not timed)")
@@ -77,6 +108,8 @@ def main() -> None:
     parser.add_argument("--monge-gap", action="store_true", help="also time jkonet-monge-gap (slow)")
     parser.add_argument("--inner-steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--previous", type=int, default=0, metavar="ROUNDS",
+                        help="also time each baseline's epoch before issue 12 interleaved with the current one")
     args = parser.parse_args()
 
     snapshots = np.asarray(simulate(jax.random.key(0), potential="wavy_plateau", n_particles=2000, dim=2))[:, :1000]
@@ -120,6 +153,18 @@ def main() -> None:
               f"{row['wall'] * rate:12.4g} {row['cpu'] * cpu_rate:11.4g}  {verdict:15s}  {row['status']}")
     if cores() != 1:
         print(f"(run on {cores()} cores: the targets are for one core, taskset -c 0)")
+    if args.previous:
+        before = matmul_rates()
+        compared = previous_versus_current(snapshots, variants, args.previous, args.batch_size, args.inner_steps)
+        after = matmul_rates()
+        rate, cpu_rate = (float(np.mean([before[i], after[i]])) for i in (0, 1))
+        print(f"previous (before issue 12) vs current epoch, interleaved {args.previous} times in this process; matmul "
+              f"{rate:.1f} GFLOP/s ({cpu_rate:.1f} per CPU second)")
+        for variant in variants:
+            (wall_0, cpu_0), (wall_1, cpu_1) = compared[variant, "previous"], compared[variant, "current"]
+            print(f"{variant:24s} previous {wall_0:.4f} s/epoch ({wall_0 * rate:.4g} GFLOP-eq; CPU {cpu_0:.4f} s, "
+                  f"{cpu_0 * cpu_rate:.4g}), current {wall_1:.4f} s/epoch ({wall_1 * rate:.4g}; CPU {cpu_1:.4f} s, "
+                  f"{cpu_1 * cpu_rate:.4g}): current / previous {wall_1 / wall_0:.2f} wall, {cpu_1 / cpu_0:.2f} CPU")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 if __name__ == "__main__":

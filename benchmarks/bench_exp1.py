@@ -9,7 +9,7 @@ matmul rate and as a normalised cost, seconds x matmul rate (``benchmarks/common
 pair network per epoch (6 products of a pair block with each 64 x 64 matrix per pair: 2 forward, 4 in the
 parameter gradient; the rest of the epoch is O(B) per minibatch) and the rate achieved on them.
 
-Run: .venv/bin/python benchmarks/bench_exp1.py [--epochs-jobs 1000] [--skip-jobs] [--only-epochs]
+Run: .venv/bin/python benchmarks/bench_exp1.py [--epochs-jobs 1000] [--skip-jobs] [--only-epochs] [--previous 5]
 """
 
 from __future__ import annotations
@@ -64,6 +64,40 @@ def epoch_timing(spec, data, repeats):
     return seconds, compile_seconds, flops
 
 
+def previous_versus_current(data, rounds):
+    """Per-epoch (wall, CPU) seconds of the previous and the current epoch, interleaved in this process.
+
+    The previous implementation (``train_epoch`` and ``jkonet_star_loss`` before issue 12) is the reference
+    copied in ``tests/test_speed_equivalence.py``; interleaving the two puts them under the same load.
+    """
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_speed_equivalence import _ref_train_epoch
+
+    key = jax.random.key(0)
+    optimizer = training.make_optimizer()
+    runs = {}
+    for name in ("jkonet-star", "jkonet-star-potential"):
+        spec = models.get_solver(name)
+        rows, groups = data, None
+        if spec.interaction:
+            order = np.argsort(np.asarray(data.time), kind="stable")
+            rows = jax.tree.map(lambda a: a[order], data)
+            groups = tuple(int(c) for c in np.unique(np.asarray(data.time), return_counts=True)[1])
+        params = models.init_params(key, spec, data.source.shape[1])
+        state = training.TrainState(params, optimizer.init(params))
+        for version, fn in (("previous", _ref_train_epoch), ("current", training.train_epoch)):
+            epoch = jax.jit(functools.partial(fn, spec=spec, optimizer=optimizer, batch_size=250, groups=groups))
+            compiled = epoch.lower(state, key, rows).compile()
+            compiled(state, key, rows)[1].block_until_ready()
+            runs[name, version] = (compiled, state, rows, 1 if spec.interaction else 20)
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, (compiled, state, rows, repeats) in runs.items():
+            wall, cpu = timed(lambda: [compiled(state, key, rows) for _ in range(repeats)][-1][1], 1)
+            times[k].append((wall / repeats, cpu / repeats))
+    return {k: tuple(float(np.median([t[i] for t in v])) for i in (0, 1)) for k, v in times.items()}
+
+
 def line(name, value, unit, target=None):
     text = f"  {name:<52s} {value:9.4g} {unit}"
     if target is not None:
@@ -77,6 +111,8 @@ def main():
     parser.add_argument("--skip-jobs", action="store_true")
     parser.add_argument("--only-epochs", action="store_true", help="time the training epochs only")
     parser.add_argument("--repeats", type=int, default=5, help="timed jkonet-star epochs (x10 for JKOnet*_V)")
+    parser.add_argument("--previous", type=int, default=0, metavar="ROUNDS",
+                        help="also time the previous implementation interleaved with the current one, ROUNDS times")
     args = parser.parse_args()
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {jax.device_count()} device(s), {cores()} cores, "
@@ -116,6 +152,20 @@ def main():
     line("jkonet-star pair-network FLOPs per epoch", flops / 1e9, "GFLOP")
     line("jkonet-star achieved rate on them", flops / full_epoch[0] / 1e9, "GFLOP/s")
     line("jkonet-star share of matmul rate", 100 * flops / full_epoch[0] / 1e9 / rate, "%")
+    if args.previous:
+        before = matmul_rates()
+        compared = previous_versus_current(data, args.previous)
+        after = matmul_rates()
+        pair_rate, pair_cpu_rate = (float(np.mean([before[i], after[i]])) for i in (0, 1))
+        print(f"\nprevious (before issue 12) vs current epoch, interleaved {args.previous} times in this process; "
+              f"matmul {before[0]:.1f} / {after[0]:.1f} GFLOP/s ({before[1]:.1f} / {after[1]:.1f} per CPU second)")
+        for name, target in (("jkonet-star", 0.5), ("jkonet-star-potential", 0.005)):
+            unit = "ms" if target < 0.1 else "s"
+            for version in ("previous", "current"):
+                wall, cpu = compared[name, version]
+                figure(f"{name} per epoch, {version}", wall, pair_rate, target, unit=unit, cpu=(cpu, pair_cpu_rate))
+            print(f"  {name}: current / previous = {compared[name, 'current'][0] / compared[name, 'previous'][0]:.2f} "
+                  f"(wall), {compared[name, 'current'][1] / compared[name, 'previous'][1]:.2f} (CPU)")
     if args.only_epochs:
         return
 

@@ -524,6 +524,8 @@ rule rna_figure:
         tau=lambda w: realdata_hp(dict_wildcards("rna"))["tau"],
         plots=lambda w: settings(config["rna"]["plots"]),
         time_names=lambda w: config["rna"].get("time_names"),
+        predict_options=lambda w: predict_options(dict_wildcards("rna")),
+        protocol=lambda w: f"{config['protocol']}; " + rna_protocols()[dict_wildcards("rna").solver],
     log:
         "results/logs/rna_figure/rna.log",
     threads: 1

@@ -36,7 +36,7 @@ observed = [population["x"][population["t"] == label] for label in labels]
 
 # Interpolated predictions: the midpoint between each observed test cell at t_k and its one-step prediction
 # at t_{k+1} (straight-line interpolation of the one-step predictor, drawn between the two days).
-predict = pipeline.make_predictor(params, spec, tau=tau)
+predict = pipeline.make_predictor(params, spec, tau=tau, **(snakemake.params.predict_options or {}))
 key_eval = jax.random.fold_in(jax.random.key(seed), 1)
 interpolated = []
 for source, target in zip(labels[:-1], labels[1:]):
@@ -61,7 +61,8 @@ caption = (
     f"in the level curves; V trained at the target times 1..{labels[-1]}). One-step EMD on the 40% test split: "
     f"seed {seed} {first.emd_mean:.3f} $\\pm$ {first.emd_std:.3f} over time steps; "
     f"{ours.emd_mean:.3f} $\\pm$ {ours.emd_std:.3f} over {int(ours.n)} seed means (paper: 0.623 $\\pm$ 0.04). "
-    "Blue: midpoint between each test cell and its predicted position one snapshot later."
+    f"Blue: midpoint between each test cell and its predicted position one snapshot later ({predict.step} step). "
+    f"Settings: {snakemake.params.protocol}."
 )
 fig = figures.rna_figure(observed, interpolated, grid_x, grid_y, potentials, time_names=names,
                        max_points=settings["max_points"], n_levels=settings["n_levels"],
