@@ -88,7 +88,13 @@ def test_tiny_run_writes_table_figure_and_run_files(tiny_run):
     assert list(table.columns[-2:]) == ["metric", "value"]
     assert {"potential", "solver", "seed"} <= set(table.columns)
     w1 = table[table.metric == "w1_mean"]
-    assert len(w1) == TINY_RUNS
+    # one W1 per run and prediction step: both steps for the MLP solver, the explicit one for the linear solver
+    assert len(w1) == TINY_RUNS + TINY_RUNS // 2
+    steps = w1.groupby("solver")["predict_step"].apply(set)
+    assert steps["jkonet-star-potential"] == {"explicit", "implicit"} and steps["jkonet-star-linear-potential"] == {
+        "explicit"}
+    configured = table[table.metric == "diverged"].groupby("solver")["predict_step"].apply(set)
+    assert configured["jkonet-star-potential"] == {"implicit"}  # the library default: the step the loss fits
     assert np.all(np.isfinite(w1.value)) and np.all(w1.value >= 0)
     assert {"w1_std", "w1_step_1", "seconds_per_epoch", "compile_seconds", "diverged", "epochs_run"} <= set(
         table.metric
@@ -122,20 +128,22 @@ def test_touch_reruns_nothing_and_edits_rerun_only_their_stage(tiny_run, tmp_pat
     assert planned_jobs(workdir) == {}
 
     library.write_text(library.read_text() + "\n# an edit\n")
-    assert planned_jobs(workdir) == {"train": 4, "evaluate": 4, "table": 1, "figure": 1, "all": 1}
+    assert planned_jobs(workdir) == {"train": 4, "evaluate": 4, "table": 1, "figure": 1, "prediction_figure": 1,
+                                     "all": 1}
     library.write_text(library.read_text().removesuffix("\n# an edit\n"))
 
     config = yaml.safe_load((workdir / TINY_CONFIG).read_text())
     config["solvers"]["jkonet-star-potential"]["learning_rate"] = 0.01
     (workdir / "changed.yaml").write_text(yaml.safe_dump(config))
     assert planned_jobs(workdir, config="changed.yaml") == {
-        "train": 2, "evaluate": 2, "table": 1, "figure": 1, "all": 1
+        "train": 2, "evaluate": 2, "table": 1, "figure": 1, "prediction_figure": 1, "all": 1
     }
 
     simulator = workdir / "src/jkonetstar/simulate.py"
     simulator.write_text(simulator.read_text() + "\n# an edit\n")
     assert planned_jobs(workdir) == {
-        "simulate": 2, "couplings": 2, "train": 4, "evaluate": 4, "table": 1, "figure": 1, "all": 1
+        "simulate": 2, "couplings": 2, "train": 4, "evaluate": 4, "table": 1, "figure": 1, "prediction_figure": 1,
+        "all": 1
     }
 
 

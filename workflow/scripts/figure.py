@@ -44,6 +44,10 @@ def solver_phrase(name, with_eval=False):
     if "linear" in name:
         return f"{plots.solver_label(name)}: closed form, ridge {hp['ridge']:g}{step}"
     text = f"{plots.solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}"
+    if hp.get("lr_schedule", "constant") != "constant":
+        text += f" ({hp['lr_schedule']} decay)"
+    if hp.get("select", "last") != "last":
+        text += f", best of the evaluations on {hp['validation_ratio']:g} of the training rows held out"
     if hp.get("interaction_average") and name == "jkonet-star":
         text += f", interaction mean over the {hp['interaction_average']}"
     return text + (f", W1 every {hp['eval_every']}" if with_eval else "") + step
