@@ -229,3 +229,12 @@ def test_one_dimensional_config_runs_end_to_end(tmp_path):
         assert (run.parent / "levels.png").stat().st_size > 0 and (run.parent / "predictions.png").stat().st_size > 0
     logs = "".join(p.read_text() for p in (workdir / "results/logs/evaluate").rglob("*.log"))
     assert "could not be drawn" not in logs, logs[-2000:]
+
+
+@pytest.mark.parametrize("config", [TINY_CONFIG, "config/config.yaml", "config/paper.yaml"])
+def test_snakemake_lint_passes(config):
+    # Rule files hold rules, helpers live in rules/common.smk, paths are f-strings (snakemake --lint).
+    result = subprocess.run(snakemake_command(config, "--lint"), cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env=snakemake_env())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Lints for" not in output, output[-3000:]

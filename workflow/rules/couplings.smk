@@ -1,10 +1,3 @@
-def pairing_population(wildcards):
-    """The population a pairing is drawn from: the independent snapshots (rule simulate_independent) for
-    ``independent``, else the paired one (rule simulate)."""
-    name = "independent_population.npz" if wildcards.pairing == "independent" else "population.npz"
-    return f"results/data/{DATASET.format(**dict(wildcards.items()))}/{name}"
-
-
 rule couplings:
     input:
         population=pairing_population,

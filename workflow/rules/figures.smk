@@ -29,13 +29,6 @@ rule table:
         "../scripts/table.py"
 
 
-def figure_extra(wildcards):
-    """The config slice an experiment's caption needs beyond its grid, solvers and data settings."""
-    if wildcards.experiment in ("ablation", "pairing"):
-        return config_slice("couplings")
-    return {}
-
-
 # One rule for the figure of every synthetic experiment: workflow/scripts/figure.py picks the experiment's
 # caption and plot, workflow/report/figure.rst its report caption.
 rule figure:
