@@ -246,15 +246,63 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+JOBS = ROOT / "src" / "jkonetstar" / "jobs.py"
+
+
+def adapter_stage(script: Path) -> str | None:
+    """The stage a script adapter runs: the name in its ``jobs.from_snakemake(snakemake, "<stage>", ...)``."""
+    for node in ast.walk(ast.parse(script.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_snakemake"
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)):
+            return node.args[1].value
+    return None
+
+
+def stage_imports(stage: str, path: Path = JOBS) -> set[str]:
+    """The modules one stage of jkonetstar.jobs imports: the module's top-level imports, those inside the stage
+    function and inside the module's functions it calls (the jobs import their heavy libraries lazily)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    if stage not in functions:
+        raise ValueError(f"{path}: no stage function {stage!r}")
+    top = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], type_ignores=[])
+    names, todo, done = _imports_of(top), [stage], set()
+    while todo:
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        function = functions[name]
+        arguments = {a.arg for a in [*function.args.args, *function.args.kwonlyargs]}  # e.g. an output path `train`
+        names |= _imports_of(function)
+        todo += [n.id for n in ast.walk(function) if isinstance(n, ast.Name) and n.id in functions
+                 and n.id not in arguments]
+    return names
+
+
+def _imports_of(tree: ast.AST) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
 def third_party_imports(script: Path) -> set[str]:
-    """Top-level third-party modules a script needs, following imports through src/jkonetstar."""
+    """Top-level third-party modules a script needs, following imports through src/jkonetstar (through
+    jkonetstar.jobs only along the stage the script runs, :func:`stage_imports`)."""
+    stage = adapter_stage(script)
     seen, todo, needed = set(), [script], set()
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
-        for module in imported_modules(path):
+        modules = stage_imports(stage) if stage and path == JOBS else imported_modules(path)
+        for module in modules:
             top = module.split(".")[0]
             if top == "jkonetstar":
                 parts = module.split(".")

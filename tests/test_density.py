@@ -1,6 +1,8 @@
 """Tests for jkonetstar.density: the JAX mixture against scikit-learn, its gradient against autodiff
 and finite differences, the determinant filter, npz round trips and evaluation at coupling targets."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,8 @@ from jkonetstar import density
 from jkonetstar.couplings import Couplings
 from jkonetstar.density import (
     GaussianMixture,
+    MixtureSizeWarning,
+    components_for_size,
     density_and_grad,
     fit_gaussian_mixture,
     fit_per_snapshot,
@@ -148,6 +152,35 @@ def test_fit_per_snapshot_fits_each_label():
     gmms = fit_per_snapshot(x, t, n_components=3, seed=0)
     assert sorted(gmms) == [0, 1]
     assert float(gmms[1].means.mean()) > float(gmms[0].means.mean()) + 4
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+def test_small_snapshots_get_fewer_components_with_one_warning_each(dim):
+    rng = np.random.default_rng(dim)
+    sizes = {0: 2000, 1: 20, 2: 2000, 3: 20}
+    x = np.concatenate([rng.normal(loc=label, size=(n, dim)) for label, n in sizes.items()]).astype(np.float32)
+    t = np.repeat(np.array(list(sizes), np.int32), list(sizes.values()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gmms = fit_per_snapshot(x, t, n_components=10, seed=0)
+    messages = [str(w.message) for w in caught if issubclass(w.category, MixtureSizeWarning)]
+    assert len(messages) == len(caught) == 2
+    for label, message in zip([1, 3], messages):
+        assert f"snapshot {label} has 20 points" in message and "density.n_components = 10" in message
+    assert {label: len(g.weights) for label, g in gmms.items()} == {0: 10, 1: 20 // (dim + 1), 2: 10, 3: 20 // (dim + 1)}
+    for label in (0, 2):  # big snapshots: exactly the uncapped fit
+        alone = fit_gaussian_mixture(x[t == label], n_components=10, seed=0)
+        for field in ("weights", "means", "covariances"):
+            np.testing.assert_array_equal(getattr(gmms[label], field), getattr(alone, field))
+
+
+def test_component_cap_rule():
+    assert components_for_size(2000, 5, 10) == 10
+    assert components_for_size(60, 5, 10) == 10  # exactly n_components * (d + 1) points: not capped
+    assert components_for_size(59, 5, 10) == 9
+    assert components_for_size(3, 5, 10) == 1  # always at least one component
+    with pytest.raises(ValueError, match=r"density.n_components must be an integer >= 1, got 0"):
+        fit_per_snapshot(np.zeros((4, 2)), np.array([0, 0, 1, 1]), n_components=0, seed=0)
 
 
 def test_targets_use_the_mixture_of_their_own_snapshot_and_rho_is_floored(fitted):

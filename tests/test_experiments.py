@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from jkonetstar import features, figures, models
+from jkonetstar import figures, models
 from snakemake_runs import ROOT, copy_checkout, run_snakemake, snakemake_command, snakemake_env, write_config
 
 EXPERIMENTS_CONFIG = Path(".test/config/experiments.yaml")
@@ -98,29 +98,6 @@ def test_linear_solver_above_three_dimensions_is_rejected_in_one_line(tmp_path):
     assert result.returncode != 0
     message = [line for line in (result.stdout + result.stderr).splitlines() if "experiments.exp2.dims" in line]
     assert len(message) == 1 and "jkonet-star-linear-potential" in message[0] and "d = [4, 6]" in message[0]
-
-
-def test_feature_limit_of_the_workflow_is_the_library_one():
-    text = (ROOT / "workflow/rules/common.smk").read_text()
-    assert int(re.search(r"^MAX_LINEAR_FEATURES = (\d+)$", text, re.M)[1]) == features.MAX_FEATURES
-
-
-def test_prediction_settings_of_the_workflow_are_the_library_ones():
-    # rule train never receives them (they are evaluation settings): the workflow's list must be the library's,
-    # and every one of them is a schema setting of the solvers.
-    import ast
-
-    from jkonetstar import pipeline
-
-    text = (ROOT / "workflow/rules/common.smk").read_text()
-    assert ast.literal_eval(re.search(r"^PREDICT_OPTIONS = (\(.*\))$", text, re.M)[1]) == pipeline.PREDICT_OPTIONS
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    assert set(pipeline.PREDICT_OPTIONS) <= set(schema["$defs"]["solver"]["properties"])
-    assert schema["$defs"]["solver"]["properties"]["predict_step"]["enum"] == list(models.PREDICT_STEPS)
-    assert schema["$defs"]["solver"]["properties"]["select"]["enum"] == list(pipeline.SELECTIONS)
-    from jkonetstar import training
-
-    assert schema["$defs"]["solver"]["properties"]["lr_schedule"]["enum"] == list(training.LR_SCHEDULES)
 
 
 # --- library pieces -------------------------------------------------------------------------------------------

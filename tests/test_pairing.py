@@ -128,19 +128,18 @@ def test_unpaired_is_a_one_line_error_in_the_library_and_the_cli(tmp_path, capsy
         couplings.check_pairing("unpaired")
     path = tmp_path / "population.npz"
     np.savez(path, **population)
-    code = main(["couplings", "--population", str(path), "--pairing", "unpaired", "--out-train",
-                 str(tmp_path / "train.npz"), "--out-test", str(tmp_path / "test.npz")])
+    code = main(["couple", "--population", str(path), "--pairing", "unpaired", "--dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "use 'shuffled'" in err
 
 
 def test_cli_simulates_and_couples_independent_snapshots(tmp_path, capsys):
-    path = tmp_path / "population.npz"
     assert main(["simulate", "--potential", "wavy_plateau", "--n-particles", "60", "--independent",
-                 "--out", str(path)]) == 0
-    assert main(["couplings", "--population", str(path), "--pairing", "independent", "--n-components", "2",
-                 "--out-train", str(tmp_path / "train.npz"), "--out-test", str(tmp_path / "test.npz")]) == 0
-    summary = yaml.safe_load(capsys.readouterr().out.strip().splitlines()[-1])
+                 "--dir", str(tmp_path)]) == 0
+    path = tmp_path / "independent_population.npz"
+    assert main(["couple", "--population", str(path), "--pairing", "independent", "--n-components", "2",
+                 "--dir", str(tmp_path)]) == 0
+    summary = yaml.safe_load((tmp_path / "couplings.json").read_text())
     assert summary["pairing"] == "independent" and summary["n_test"] == 6 * 30
 
 

@@ -127,13 +127,13 @@ def test_rna_path_runs_on_a_trajectorynet_file(realdata_run):
     assert 0.623 in published.emd_mean.round(3).tolist()
     baseline = table[table.solver == "jkonet"].set_index("statistic")
     assert np.isfinite(baseline.loc["over time steps, seed 0", "emd_mean"]) and baseline.loc["over time steps, seed 0", "n"] == 2
-    fit = yaml.safe_load((realdata_run / "results/datasets/rna/seed~0/solver~jkonet/fit.json").read_text())
+    fit = yaml.safe_load((realdata_run / "results/runs/dataset~rna/seed~0/solver~jkonet/fit.json").read_text())
     assert fit["status"] == "ok" and fit["epochs_run"] == 2  # baseline_training overrides the solver's epochs
     for figure in ("predictions.png", "levels.png"):
-        assert (realdata_run / "results/datasets/rna/seed~0/solver~jkonet" / figure).stat().st_size > 5_000
+        assert (realdata_run / "results/runs/dataset~rna/seed~0/solver~jkonet" / figure).stat().st_size > 5_000
     for name in ("rna.png", "rna.pdf"):
         assert (realdata_run / "results/figures" / name).stat().st_size > 10_000
-    population = np.load(realdata_run / "results/datasets/rna/population.npz")
+    population = np.load(realdata_run / "results/data/dataset~rna/population.npz")
     assert population["x"].shape == (210, 5)  # first 5 of 10 PCs
     np.testing.assert_allclose(population["x"].std(axis=0), 1.0, rtol=1e-5)  # standardised over all cells
     assert population["time_values"].tolist() == [0, 3, 6]
@@ -146,16 +146,16 @@ def test_user_datasets_write_metrics_tables_and_figures(realdata_run):
         w1 = table[table.metric == "w1_mean"]
         assert set(w1.solver) == solvers and set(w1.seed) == seeds
         assert np.all(np.isfinite(w1.value))
-        for run_dir in (realdata_run / "results/datasets" / name).glob("seed~*/solver~*"):
+        for run_dir in (realdata_run / "results/runs" / f"dataset~{name}").glob("seed~*/solver~*"):
             for figure in ("predictions.png", "levels.png"):
                 assert (run_dir / figure).stat().st_size > 5_000
-    summary = yaml.safe_load((realdata_run / "results/datasets/cells_csv/seed~0/couplings.json").read_text())
+    summary = yaml.safe_load((realdata_run / "results/data/dataset~cells_csv/seed~0/couplings.json").read_text())
     assert summary["split_by"] == "population" and summary["block_size"] is None
     assert summary["min_det"] == 0.0 and set(summary["components_per_snapshot"].values()) == {2}
 
 
 def test_paired_and_pre_split_datasets_reach_the_couplings_as_given(realdata_run, generated):
-    paired = realdata_run / "results/datasets/cells_paired"
+    paired = realdata_run / "results/data/dataset~cells_paired"
     summary = yaml.safe_load((paired / "seed~0/couplings.json").read_text())
     assert summary["pairing"] == "paired" and summary["split_by"] == "trajectory" and summary["n_test"] == 3 * 16
     source = np.load(generated["paired"])
@@ -167,7 +167,7 @@ def test_paired_and_pre_split_datasets_reach_the_couplings_as_given(realdata_run
     held_out = [set(particle(test["x"][test["t"] == label])) for label in range(3)]
     assert held_out[0] == held_out[1] == held_out[2]  # whole trajectories held out
 
-    split = realdata_run / "results/datasets/cells_split"
+    split = realdata_run / "results/data/dataset~cells_split"
     summary = yaml.safe_load((split / "seed~0/couplings.json").read_text())
     assert summary["pairing"] == "independent" and summary["split_by"] == "given"
     test = np.load(split / "seed~0/test_population.npz")
@@ -196,11 +196,11 @@ def test_missing_rna_data_is_one_message_and_the_rest_still_plans(tmp_path):
     lines = [line for line in output.splitlines() if re.search(RNA_MESSAGE, line)]
     assert len(lines) == 1, output[-4000:]
     assert "data/eb_rna_pca5" in lines[0] and "rna_path" in lines[0] and "eb_velocity_v5.npz" in lines[0]
-    assert "train" in output and "dataset_train" not in output and "rna_table" not in output
+    assert "train" in output and "read_dataset" not in output and "rna_table" not in output
     assert (workdir / "data/eb_rna_pca5").exists() is False
     explicit = run(workdir, "config/config.yaml", "--dry-run", "--quiet", "rules", "--", "rna")
     assert explicit.returncode == 0  # `rna` alone plans only its empty target rule
-    assert "dataset_train" not in explicit.stdout + explicit.stderr
+    assert "read_dataset" not in explicit.stdout + explicit.stderr
 
 
 @pytest.mark.parametrize(
@@ -246,7 +246,7 @@ def test_rna_on_the_shared_embryoid_body_data(tmp_path):
     table = pd.read_csv(workdir / "results/tables/rna.csv")
     seed0 = table[table.statistic == "over time steps, seed 0"].iloc[0]
     assert seed0.n == 4 and 0.3 < seed0.emd_mean < 1.5  # 100 epochs give about 0.61 (paper 0.623)
-    summary = yaml.safe_load((workdir / "results/datasets/rna/seed~0/couplings.json").read_text())
+    summary = yaml.safe_load((workdir / "results/data/dataset~rna/seed~0/couplings.json").read_text())
     assert summary["n_train"] + summary["n_test"] == 16819
     assert min(summary["components_per_snapshot"].values()) >= 1  # the paper's 1e-4 keeps some of each
 

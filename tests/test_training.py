@@ -265,3 +265,85 @@ def test_training_data_load_errors_name_the_file(tmp_path):
     np.savez(bad, **{k: np.asarray(v) for k, v in data._asdict().items()} | {"source": source})
     with pytest.raises(ValueError, match=re.escape(f"{bad}: coupling arrays are empty, of unequal lengths or not")):
         TrainingData.load(bad)
+
+
+def _poison(monkeypatch, module, epoch_to_break: int, what: str, record: list):
+    """Wraps ``module.run_epochs`` so that epoch ``epoch_to_break`` of the real epoch step turns non-finite.
+
+    ``what="loss"``: that epoch's loss is NaN (parameters finite); ``"params"``: its loss stays finite but a
+    parameter is NaN. ``record`` receives the parameters entering each epoch.
+    """
+    real = training.run_epochs
+
+    def poisoned(epoch_step, state, **kwargs):
+        def step(state, epoch):
+            record.append(state.params)
+            new_state, loss = epoch_step(state, epoch)
+            if epoch == epoch_to_break and what == "loss":
+                loss = jnp.nan
+            if epoch == epoch_to_break and what == "params":
+                leaves, tree = jax.tree.flatten(new_state.params)
+                new_state = new_state._replace(params=jax.tree.unflatten(tree, [leaves[0] * jnp.nan, *leaves[1:]]))
+            return new_state, loss
+
+        return real(step, state, **kwargs)
+
+    monkeypatch.setattr(module, "run_epochs", poisoned)
+
+
+@pytest.mark.parametrize("what", ["loss", "params"])
+@pytest.mark.parametrize("family", ["jkonet-star", "jkonet"])
+def test_one_divergence_rule_for_both_families(family, what, monkeypatch):
+    # Both fit and fit_jkonet hand their compiled epoch to run_epochs. An epoch 3 with a NaN loss, or with a
+    # finite loss but a NaN parameter, stops the run at epoch 3 for either family: status "diverged", the
+    # history rows 1..3 with row 3's loss, w1 and eval_seconds NaN (no evaluation of it), and the parameters
+    # entering epoch 3 (the last finite ones) returned. (Before the shared loop, fit kept the finite loss.)
+    import jkonetstar.baselines as baselines
+
+    entering, evaluated = [], []
+    evaluate = lambda params: evaluated.append(params) or 0.5  # noqa: E731
+    if family == "jkonet-star":
+        _poison(monkeypatch, training, 3, what, entering)
+        result = fit(jax.random.key(0), POTENTIAL, _data(), epochs=6, batch_size=16, hidden=HIDDEN, eval_every=1,
+                     evaluate=evaluate, validate=lambda params: 1.0)
+    else:
+        _poison(monkeypatch, baselines, 3, what, entering)
+        snapshots = np.random.default_rng(0).normal(size=(3, 8, 2))
+        result = baselines.fit_jkonet(jax.random.key(0), "jkonet-vanilla", snapshots, epochs=6, batch_size=8,
+                                      inner_steps=2, hidden=HIDDEN, eval_every=1, evaluate=evaluate)
+    assert result.status == "diverged"
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    last = result.history[-1]
+    assert math.isnan(last["loss"]) and math.isnan(last["w1"]) and math.isnan(last["eval_seconds"])
+    assert all(math.isfinite(row["loss"]) and row["w1"] == 0.5 for row in result.history[:2])
+    assert "selected" not in last  # no model selection on a diverged run
+    assert len(evaluated) == 2 and len(entering) == 3
+    jax.tree.map(np.testing.assert_array_equal, result.params, entering[2])
+    jax.tree.map(np.testing.assert_array_equal, result.params, evaluated[-1])
+    assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(result.params))
+
+
+def test_run_epochs_schedule_selection_and_rows():
+    # A hand-written epoch step (params = the epoch count): evaluations at epochs 2, 4 and the last (5),
+    # validation keeps the lowest score's parameters, the columns in order, one progress line per evaluation
+    # plus one for the selection.
+    def step(state, epoch):
+        return TrainState({"x": state.params["x"] + 1.0}, None), jnp.asarray(10.0 - epoch)
+
+    lines = []
+    result = training.run_epochs(step, TrainState({"x": jnp.zeros(())}, None), epochs=5, eval_every=2,
+                                 evaluate=lambda p: {"w1": float(p["x"]), "w1_explicit": -1.0},
+                                 validate=lambda p: abs(float(p["x"]) - 4.0), name="toy", progress=lines.append,
+                                 compile_seconds=1.5)
+    assert result.status == "ok" and result.compile_seconds == 1.5
+    assert float(result.params["x"]) == 4.0  # selected at epoch 4, not the last
+    assert [row["loss"] for row in result.history] == [9.0, 8.0, 7.0, 6.0, 5.0]
+    assert list(result.history[1]) == ["epoch", "loss", "seconds", "w1", "eval_seconds", "w1_explicit",
+                                       "validation_w1", "selected"]
+    assert list(result.history[0]) == ["epoch", "loss", "seconds", "w1", "eval_seconds", "selected"]
+    assert [row["selected"] for row in result.history] == [0.0, 0.0, 0.0, 1.0, 0.0]
+    assert [row["w1"] for row in result.history][1::2] == [2.0, 4.0]
+    assert len(lines) == 4 and lines[0].startswith("toy: epoch 2/5")
+    assert "keeping the parameters of epoch 4" in lines[-1]
+    with pytest.raises(ValueError, match="eval_every must be a positive integer, got 0"):
+        training.run_epochs(step, TrainState({"x": jnp.zeros(())}, None), epochs=5, eval_every=0)

@@ -7,6 +7,8 @@ Every test works in a copy of the repository (``snakemake_runs.copy_checkout``),
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -238,3 +240,24 @@ def test_snakemake_lint_passes(config):
                             timeout=300, env=snakemake_env())
     output = result.stdout + result.stderr
     assert result.returncode == 0 and "Lints for" not in output, output[-3000:]
+
+
+def test_profiles_name_only_rules_that_exist():
+    # set-resources / set-threads / groups of a rule that does not exist are silently ignored by Snakemake.
+    listed = subprocess.run(snakemake_command("config/config.yaml", "--list-rules"), cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env=snakemake_env())
+    rules = set(listed.stdout.split())
+    assert {"simulate", "couplings", "train", "evaluate", "table", "figure"} <= rules
+    for path in sorted(ROOT.glob("profiles/*/profile.yaml")):
+        profile = yaml.safe_load(path.read_text())
+        named = [*profile.get("set-resources", {}), *profile.get("set-threads", {}),
+                 *[group.split("=")[0] for group in profile.get("groups", [])]]
+        assert set(named) <= rules, f"{path}: {sorted(set(named) - rules)}"
+
+
+def test_rule_files_are_snakefmt_formatted():
+    # snakefmt is pinned with the test dependencies; its line length (120) is in pyproject.toml.
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    result = subprocess.run([str(snakefmt), "--check", "--diff", "workflow/"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

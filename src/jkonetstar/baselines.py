@@ -20,9 +20,7 @@ through the unrolled inner Adam steps. Three variants, chosen by :class:`Baselin
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
 import time
 from collections.abc import Callable
 
@@ -33,9 +31,11 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from jkonetstar import methods
 from jkonetstar.io import load_npz, save_npz
+from jkonetstar.methods import BaselineSpec
 from jkonetstar.models import MLP
-from jkonetstar.training import FitResult, TrainState, make_optimizer
+from jkonetstar.training import FitResult, TrainState, make_optimizer, run_epochs
 
 __all__ = [
     "BaselineSpec",
@@ -66,38 +66,13 @@ LEAKY_SLOPE = 0.01
 STEPS = ("jko", "explicit")
 
 
-@dataclasses.dataclass(frozen=True)
-class BaselineSpec:
-    """What a JKOnet baseline uses for the inner transport map.
-
-    Attributes:
-        name: the baseline's name in configs (``jkonet``, ``jkonet-vanilla``, ``jkonet-monge-gap``).
-        transport: ``"icnn"`` (``T = grad psi``, ``psi`` an :class:`ICNN`) or ``"mlp"`` (``T = grad psi``,
-            ``psi`` a softplus MLP [64, 64], as the upstream vanilla variant).
-        monge_gap: weight of the Monge-gap regulariser in the inner objective (0: none).
-    """
-
-    name: str
-    transport: str = "icnn"
-    monge_gap: float = 0.0
-
-
-BASELINES: dict[str, BaselineSpec] = {
-    spec.name: spec
-    for spec in (
-        BaselineSpec("jkonet", transport="icnn"),
-        BaselineSpec("jkonet-vanilla", transport="mlp"),
-        BaselineSpec("jkonet-monge-gap", transport="mlp", monge_gap=1.0),
-    )
-}
-"""The baselines by name (paper legend: JKOnet, JKOnet-vanilla; the Monge-gap variant is not in the figures)."""
+BASELINES = methods.BASELINES
+"""The baselines by name (:data:`jkonetstar.methods.METHODS`, family ``jkonet``)."""
 
 
 def get_baseline(name: str) -> BaselineSpec:
     """Returns the spec of baseline ``name``; raises ValueError listing the known ones."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}: choose one of {list(BASELINES)}")
-    return BASELINES[name]
+    return methods.get(name, "jkonet")
 
 
 class _PositiveDense(nn.Module):
@@ -436,10 +411,6 @@ def jkonet_loss(
     return sinkhorn_cost(prediction, x1, epsilon), prediction
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
-
-
 def train_epoch_jkonet(
     state: TrainState,
     key: jax.Array,
@@ -452,49 +423,53 @@ def train_epoch_jkonet(
     inner_learning_rate: float = 0.01,
     epsilon: float = 1.0,
     tau: float = 1.0,
-) -> tuple[TrainState, jax.Array, jax.Array]:
-    """Returns ``(state, loss, finite)`` after one epoch over the trajectories ``snapshots`` ``[T+1, n, d]``.
+    tau_scales: jax.Array | None = None,
+) -> tuple[TrainState, jax.Array]:
+    """Returns ``(state, loss)`` after one epoch over the trajectories ``snapshots`` ``[T+1, n, d]``.
 
     Trajectories are shuffled with ``key`` and cut into ``ceil(n / batch_size)`` minibatches (the last one
     wraps around to the first shuffled trajectories, so shapes are static). For each minibatch a
     ``lax.scan`` over ``t = 0..T-1`` takes one Adam step of ``V`` on :func:`jkonet_loss` between the
     current population and the observed ``x_{t+1}``, then feeds the prediction in as the next population
-    (no teacher forcing). ``loss`` is the sum over minibatches and time steps; ``finite`` says whether
-    every loss and every parameter stayed finite. The parameters returned are those after the epoch,
-    whatever ``finite`` says. Jit with ``spec``, ``optimizer``, ``batch_size`` and ``inner_steps`` static.
+    (no teacher forcing). ``loss`` is the sum over minibatches and time steps (not finite if any term is
+    not: :func:`jkonetstar.training.run_epochs` then records the epoch as diverged). Jit with ``spec``,
+    ``optimizer``, ``batch_size`` and ``inner_steps`` static.
+
+    ``tau_scales`` ``[T]``: transition ``t -> t+1`` takes an inner JKO step of ``tau * tau_scales[t]``
+    (snapshots at real times: the gap in the dataset's time unit, :func:`jkonetstar.pipeline.time_scales`);
+    None: every transition one step of ``tau``.
     """
     n = snapshots.shape[1]
     n_batches = -(-n // batch_size)
     key_shuffle, key_inner = jax.random.split(key)
     order = jax.random.permutation(key_shuffle, n)
     index = order[jnp.arange(n_batches * batch_size) % n].reshape(n_batches, batch_size)
-    grad_fn = jax.value_and_grad(
-        functools.partial(jkonet_loss, spec=spec, inner_steps=inner_steps, inner_learning_rate=inner_learning_rate,
-                          epsilon=epsilon, tau=tau),
-        has_aux=True,
-    )
+
+    def grad_fn(potential_params, step_key, x0, x1, scale):
+        step_tau = tau if scale is None else tau * scale
+        return jax.value_and_grad(
+            functools.partial(jkonet_loss, spec=spec, inner_steps=inner_steps,
+                              inner_learning_rate=inner_learning_rate, epsilon=epsilon, tau=step_tau),
+            has_aux=True,
+        )(potential_params, step_key, x0, x1)
 
     def time_step(carry, inputs):
         state, x0 = carry
-        x1, step_key = inputs
-        (loss, prediction), grads = grad_fn(state.params["potential"], step_key, x0, x1)
+        x1, step_key, scale = inputs
+        (loss, prediction), grads = grad_fn(state.params["potential"], step_key, x0, x1, scale)
         updates, opt_state = optimizer.update({"potential": grads}, state.opt_state, state.params)
         state = TrainState(optax.apply_updates(state.params, updates), opt_state)
         return (state, jax.lax.stop_gradient(prediction)), loss
 
-    def batch_step(carry, inputs):
-        state, finite = carry
+    def batch_step(state, inputs):
         rows, batch_key = inputs
         batch = snapshots[:, rows]
         step_keys = jax.random.split(batch_key, snapshots.shape[0] - 1)
-        (state, _), losses = jax.lax.scan(time_step, (state, batch[0]), (batch[1:], step_keys))
-        finite = finite & jnp.all(jnp.isfinite(losses))
-        return (state, finite), jnp.sum(losses)
+        (state, _), losses = jax.lax.scan(time_step, (state, batch[0]), (batch[1:], step_keys, tau_scales))
+        return state, jnp.sum(losses)
 
-    (state, finite), losses = jax.lax.scan(
-        batch_step, (state, jnp.array(True)), (index, jax.random.split(key_inner, n_batches))
-    )
-    return state, jnp.sum(losses), finite & _all_finite(state.params)
+    state, losses = jax.lax.scan(batch_step, state, (index, jax.random.split(key_inner, n_batches)))
+    return state, jnp.sum(losses)
 
 
 def snapshots_from_population(x, t, particle=None, *, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -566,13 +541,15 @@ def fit_jkonet(
     eval_every: int = 100,
     evaluate: Callable[[dict], float] | None = None,
     progress: Callable[[str], None] | None = None,
+    tau_scales=None,
 ) -> FitResult:
     """Trains baseline ``variant`` on train trajectories and returns a :class:`jkonetstar.training.FitResult`.
 
     Runs ``epochs`` jitted epochs of :func:`train_epoch_jkonet` (compiled once ahead of the first epoch;
-    compile time reported apart), calling ``evaluate(params)`` every ``eval_every`` epochs and after the
-    last. A non-finite loss or parameter stops training: the run is ``"diverged"`` and keeps the last
-    finite parameters. History columns: ``epoch, loss, seconds, w1, eval_seconds``.
+    compile time reported apart) through :func:`jkonetstar.training.run_epochs`, calling ``evaluate(params)``
+    every ``eval_every`` epochs and after the last. A non-finite loss or parameter stops training: the run
+    is ``"diverged"`` and keeps the last finite parameters. History columns: ``epoch, loss, seconds, w1,
+    eval_seconds``.
 
     Args:
         key: PRNG key; split into initialisation and per-epoch shuffling / inner-initialisation keys.
@@ -584,15 +561,27 @@ def fit_jkonet(
         hidden: widths of the potential MLP.
         evaluate: returns the one-step-ahead W1 of ``params`` (history column ``w1``).
         progress: receives one line per evaluation, for logs.
+        tau_scales: ``[T]``, the inner JKO step of transition ``t -> t+1`` in units of ``tau`` (snapshots at
+            real times: :func:`jkonetstar.pipeline.time_scales`); None: all ones (evenly spaced snapshots).
+
+    Raises:
+        ValueError: for bad settings, and ``tau_scales`` not ``T`` finite numbers > 0.
     """
     spec = get_baseline(variant)
     snapshots = np.asarray(snapshots, dtype=np.float32)
     _check_fit_args(snapshots, epochs=epochs, batch_size=batch_size, eval_every=eval_every,
                     inner_steps=inner_steps, learning_rate=learning_rate, inner_learning_rate=inner_learning_rate,
                     epsilon=epsilon, tau=tau, clip_norm=clip_norm)
-    evaluate = evaluate or (lambda params: math.nan)
-    say = progress or (lambda line: None)
     snapshots = jnp.asarray(snapshots)
+    if tau_scales is not None:
+        tau_scales = np.asarray(tau_scales, np.float32)
+        if tau_scales.shape != (snapshots.shape[0] - 1,) or not np.all(np.isfinite(tau_scales) & (tau_scales > 0)):
+            raise ValueError(f"tau_scales must be {snapshots.shape[0] - 1} finite numbers > 0 (one per transition), "
+                             f"got {tau_scales.tolist()}")
+        if np.all(tau_scales == tau_scales[0]):  # evenly spaced: one step tau for all, today's constant-tau program
+            tau, tau_scales = tau * float(tau_scales[0]), None
+        else:
+            tau_scales = jnp.asarray(tau_scales)
 
     key_init, key_epochs = jax.random.split(key)
     params = {"potential": MLP(tuple(hidden)).init(key_init, jnp.zeros(snapshots.shape[-1]))["params"]}
@@ -600,32 +589,15 @@ def fit_jkonet(
     state = TrainState(params, optimizer.init(params))
     epoch_fn = jax.jit(functools.partial(
         train_epoch_jkonet, spec=spec, optimizer=optimizer, batch_size=min(batch_size, snapshots.shape[1]),
-        inner_steps=inner_steps, inner_learning_rate=inner_learning_rate, epsilon=epsilon, tau=tau))
+        inner_steps=inner_steps, inner_learning_rate=inner_learning_rate, epsilon=epsilon, tau=tau,
+        tau_scales=tau_scales))
     start = time.perf_counter()
     compiled = epoch_fn.lower(state, jax.random.fold_in(key_epochs, 0), snapshots).compile()
     compile_seconds = time.perf_counter() - start
 
-    history: list[dict] = []
-    status = "ok"
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        new_state, loss, finite = compiled(state, jax.random.fold_in(key_epochs, epoch), snapshots)
-        loss, finite = float(loss), bool(finite) and math.isfinite(float(loss))
-        seconds = time.perf_counter() - start
-        # A diverged epoch's loss is NaN even where Sinkhorn returned a number for non-finite points.
-        row = dict(epoch=epoch, loss=loss if finite else math.nan, seconds=seconds, w1=math.nan, eval_seconds=math.nan)
-        history.append(row)
-        if not finite:
-            status = "diverged"
-            say(f"{variant}: epoch {epoch}: loss or parameters not finite; stopping, run recorded as diverged")
-            break
-        state = new_state
-        if epoch % eval_every == 0 or epoch == epochs:
-            start = time.perf_counter()
-            row["w1"] = float(evaluate(state.params))
-            row["eval_seconds"] = time.perf_counter() - start
-            say(f"{variant}: epoch {epoch}/{epochs} loss {loss:.4g} W1 {row['w1']:.4g} ({seconds:.2f} s/epoch)")
-    return FitResult(state.params, history, status, compile_seconds)
+    return run_epochs(lambda state, epoch: compiled(state, jax.random.fold_in(key_epochs, epoch), snapshots), state,
+                      epochs=epochs, eval_every=eval_every, evaluate=evaluate, name=variant, progress=progress,
+                      compile_seconds=compile_seconds)
 
 
 @functools.partial(jax.jit, static_argnames=("transport", "monge_gap", "inner_steps"))
@@ -657,6 +629,8 @@ def predict_jkonet(
     ``step="jko"``: the model's own step, the inner JKO solve of the learnt ``V`` from ``x`` with a fresh
     map drawn from ``key`` (what training fits). ``step="explicit"``: ``x - tau grad V(x)``, the step the
     upstream evaluation applies to every model, JKOnet included (paper.md §1.0); ``key`` is unused.
+    ``tau`` is this transition's step (snapshots at real times: the configured tau times the gap's scale,
+    :func:`jkonetstar.pipeline.time_scales`).
     """
     spec = get_baseline(variant)
     x = jnp.asarray(x, jnp.float32)

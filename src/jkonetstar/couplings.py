@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "Couplings",
     "SparsifyWarning",
+    "exact_transport",
     "exact_plan",
     "sinkhorn_plan",
     "sparsify",
@@ -53,6 +54,37 @@ class Couplings(NamedTuple):
     weight: np.ndarray
 
 
+def exact_transport(x0: np.ndarray, x1: np.ndarray, *, metric: str = "sqeuclidean") -> tuple[np.ndarray, float]:
+    """Returns ``(plan, cost)`` of exact OT between the uniform clouds ``x0`` and ``x1`` (POT ``ot.emd``).
+
+    The one call into POT's network simplex (1e6 iterations at most): min_P sum_ij P_ij c(x0_i, x1_j) over
+    P >= 0 with row sums 1/n0 and column sums 1/n1, for the cost ``metric`` of ``ot.dist``
+    (``"sqeuclidean"``: the coupling plans; ``"euclidean"``: W1, :func:`jkonetstar.metrics.wasserstein1`).
+    ``cost`` is the simplex's own optimal value (what ``ot.emd2`` returns). POT is imported here, on first
+    use only (it imports scikit-learn, ~1 s; train and evaluate jobs rarely need it).
+
+    Args:
+        x0: source points, float64 ``[n0, d]``.
+        x1: target points, float64 ``[n1, d]``.
+
+    Returns:
+        The plan, float64 ``[n0, n1]``, summing to 1, and its cost.
+
+    Raises:
+        RuntimeError: if the simplex stops before optimality or reports infeasibility.
+    """
+    import ot
+
+    cost_matrix = ot.dist(x0, x1, metric=metric)
+    plan, log = ot.emd(ot.unif(len(x0)), ot.unif(len(x1)), cost_matrix, numItermax=_EMD_MAX_ITERATIONS, log=True)
+    if log["result_code"] != _POT_OPTIMAL:
+        raise RuntimeError(
+            f"exact OT between {len(x0)} and {len(x1)} points did not reach optimality "
+            f"(POT result_code={log['result_code']}: {log['warning']}; numItermax={_EMD_MAX_ITERATIONS})"
+        )
+    return np.asarray(plan), float(log["cost"])
+
+
 def exact_plan(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
     """Returns the exact OT plan between two uniform point clouds (network simplex, POT ``ot.emd``).
 
@@ -69,16 +101,7 @@ def exact_plan(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
         RuntimeError: if the simplex stops before optimality (1e6 iterations) or reports infeasibility.
     """
     x0, x1 = _as_cloud_pair(x0, x1)
-    import ot  # POT imports scikit-learn (~1 s): train and evaluate jobs never need it
-
-    cost = ot.dist(x0, x1, metric="sqeuclidean")
-    plan, log = ot.emd(ot.unif(len(x0)), ot.unif(len(x1)), cost, numItermax=_EMD_MAX_ITERATIONS, log=True)
-    if log["result_code"] != _POT_OPTIMAL:
-        raise RuntimeError(
-            f"exact OT between {len(x0)} and {len(x1)} points did not reach optimality "
-            f"(POT result_code={log['result_code']}: {log['warning']}; numItermax={_EMD_MAX_ITERATIONS})"
-        )
-    return np.asarray(plan)
+    return exact_transport(x0, x1, metric="sqeuclidean")[0]
 
 
 def sinkhorn_plan(

@@ -7,6 +7,7 @@ y = x_{t+1}; rho is a Gaussian mixture fitted to snapshot t + 1 with scikit-lear
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GaussianMixture",
+    "MixtureSizeWarning",
     "fit_gaussian_mixture",
     "fit_per_snapshot",
+    "components_for_size",
     "density",
     "log_density",
     "density_and_grad",
@@ -101,22 +104,53 @@ def fit_gaussian_mixture(
     )
 
 
+class MixtureSizeWarning(UserWarning):
+    """A snapshot too small for ``density.n_components`` got a mixture with fewer components."""
+
+
+def components_for_size(n_points: int, dim: int, n_components: int) -> int:
+    """Returns min(n_components, max(1, n_points // (dim + 1))): the components a snapshot can support.
+
+    A full covariance in d dimensions is singular on fewer than d + 1 points, so each component is given
+    at least d + 1 points on average; a snapshot always gets at least one component.
+    """
+    return min(int(n_components), max(1, int(n_points) // (int(dim) + 1)))
+
+
 def fit_per_snapshot(
     x: np.ndarray, t: np.ndarray, *, n_components: int = 10, seed: int, min_det: float = 0.0
 ) -> dict[int, GaussianMixture]:
     """Returns one mixture per snapshot label, fitted as in :func:`fit_gaussian_mixture`.
 
+    A snapshot of n_k points in d dimensions gets :func:`components_for_size` (n_k, d, n_components)
+    components, at most max(1, n_k // (d + 1)); each snapshot that is capped so issues one
+    :class:`MixtureSizeWarning` naming its label, its size and the setting ``density.n_components``.
+    Where every snapshot has at least ``n_components * (d + 1)`` points, nothing is capped.
+
     Args:
         x: particles, shape ``[n_total, d]``.
         t: snapshot label of each particle, shape ``[n_total]``.
+        n_components: components per snapshot (the config's ``density.n_components``), >= 1.
     """
     x, t = np.asarray(x), np.asarray(t)
-    if t.shape != (len(x),):
-        raise ValueError(f"expected t of shape [{len(x)}] matching x, got {t.shape}")
-    return {
-        int(label): fit_gaussian_mixture(x[t == label], n_components=n_components, seed=seed, min_det=min_det)
-        for label in np.unique(t)
-    }
+    if x.ndim != 2 or t.shape != (len(x),):
+        raise ValueError(f"expected x of shape [n, d] and t of shape [n] matching it, got {x.shape} and {t.shape}")
+    if isinstance(n_components, bool) or int(n_components) != n_components or n_components < 1:
+        raise ValueError(f"density.n_components must be an integer >= 1, got {n_components!r}")
+    mixtures = {}
+    for label in np.unique(t):
+        points = x[t == label]
+        fitted_components = components_for_size(len(points), x.shape[1], n_components)
+        if fitted_components < n_components:
+            warnings.warn(
+                f"snapshot {int(label)} has {len(points)} points in d = {x.shape[1]}: fitting {fitted_components} "
+                f"Gaussian-mixture component(s) instead of density.n_components = {int(n_components)} "
+                f"(at most max(1, n // (d + 1)) for full covariances)",
+                MixtureSizeWarning,
+                stacklevel=2,
+            )
+        mixtures[int(label)] = fit_gaussian_mixture(points, n_components=fitted_components, seed=seed, min_det=min_det)
+    return mixtures
 
 
 def log_density(gmm: GaussianMixture, x: Array) -> Array:

@@ -15,8 +15,7 @@ import numpy as np
 
 __all__ = ["FeatureMap", "feature_map", "features", "feature_gradients", "mean_feature_gradients", "MAX_FEATURES"]
 
-MAX_FEATURES = 5000
-"""Largest feature count the closed-form solvers accept (the normal matrix is MAX_FEATURES^2)."""
+from jkonetstar.methods import MAX_FEATURES, feature_count  # noqa: E402  (the registry owns the limit and count)
 
 
 @flax.struct.dataclass
@@ -46,7 +45,7 @@ def feature_map(
         ValueError: if the map would have more than :data:`MAX_FEATURES` features ((degree+1)^d + rbf_per_dim^d
             grows exponentially with d: the linear solvers only suit low dimensions).
     """
-    size = (degree + 1) ** dim - 1 + rbf_per_dim**dim
+    size = feature_count(dim, degree, rbf_per_dim)
     if size > MAX_FEATURES:
         raise ValueError(
             f"linear features in dim={dim} need {size} features (more than {MAX_FEATURES}); "

@@ -1,13 +1,19 @@
 """The paper's figures from tidy tables of many runs: Figure 3, scaling laws, general energies, ablations, RNA.
 
 Every function is pure: it takes pandas DataFrames (or arrays) and returns a new matplotlib ``Figure``
-(Agg backend) that the caller saves and closes. Nothing is read from disk here. Pictures of a single run
+(Agg backend) that the caller saves and closes. Nothing is read from disk here but the published results the
+tables and captions quote (``published.csv`` beside this module, :func:`published`). The captions of the
+figures are built here too, from the config slices the figures were made with. Pictures of a single run
 are in :mod:`jkonetstar.plots`.
 """
 
 from __future__ import annotations
 
+import csv
+import math
+import textwrap
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -18,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from jkonetstar import methods  # noqa: E402
 from jkonetstar.plots import (  # noqa: E402
     DATA_COLOR,
     PREDICTION_COLOR,
@@ -45,6 +52,13 @@ __all__ = [
     "prediction_table",
     "prediction_figure",
     "rna_figure",
+    "EXPERIMENTS",
+    "exp1_solver_order",
+    "experiment_caption",
+    "prediction_caption",
+    "RNA_ALGORITHMS",
+    "rna_caption",
+    "published",
 ]
 
 
@@ -252,7 +266,7 @@ def figure3(
 
 
 RUN_KEYS = ("potential", "interaction", "beta", "dim", "n_particles", "pairing", "ot", "solver", "seed")
-"""Columns identifying one run in the tidy tables (``workflow/scripts/table.py``)."""
+"""Columns identifying one run in the tidy tables (:func:`jkonetstar.jobs.table`)."""
 
 
 def failed_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -427,7 +441,7 @@ def exp3_figure(
     of the correlation between learnt and true gradients of the potential and of the interaction on the grid.
 
     Args:
-        table: tidy results with the metrics of ``workflow/scripts/table.py``, recovery included
+        table: tidy results with the metrics of :func:`jkonetstar.jobs.table`, recovery included
             (``beta_recovered``, ``potential_grad_corr``, ``interaction_grad_corr``: :func:`jkonetstar.pipeline.recovery`).
         solver_order: order of the solvers (default: the paper's).
         caption: settings, under the figure.
@@ -840,3 +854,137 @@ def rna_figure(
     if caption:
         fig.text(0.5, -0.01, caption, ha="center", va="top", fontsize="small", wrap=True)
     return fig
+
+
+# ---- captions: the settings each figure was made with (config slices), and the published results ----
+
+EXPERIMENTS = ("exp1", "exp2", "exp3", "ablation", "pairing")
+"""The synthetic experiments with a figure (:func:`experiment_caption`)."""
+
+PUBLISHED = Path(__file__).with_name("published.csv")
+"""Published results quoted by the tables and captions: ``experiment, algorithm, emd_mean, emd_std, source``."""
+
+
+def published(experiment: str) -> list[dict]:
+    """Returns the published rows of ``experiment`` (e.g. ``"rna"``) in file order; a missing std is NaN."""
+    with open(PUBLISHED, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row["experiment"] == experiment]
+    if not rows:
+        raise ValueError(f"{PUBLISHED}: no published results of experiment {experiment!r}")
+    return [{"algorithm": row["algorithm"], "emd_mean": float(row["emd_mean"]),
+             "emd_std": float(row["emd_std"]) if row["emd_std"] else math.nan, "source": row["source"]}
+            for row in rows]
+
+
+def _listing(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _closed_form(name: str) -> bool:
+    spec = methods.METHODS.get(name)
+    return spec is not None and spec.closed_form
+
+
+def _solver_phrase(name: str, hp: Mapping, steps: Mapping[str, str], with_eval: bool = False) -> str:
+    """How a solver was trained: its epochs and minibatch (and evaluation interval), or its closed-form solve."""
+    step = f", {steps[name]} prediction" if name in steps else ""
+    if _closed_form(name):
+        return f"{solver_label(name)}: closed form, ridge {hp['ridge']:g}{step}"
+    text = f"{solver_label(name)}: {hp['epochs']} epochs, batch {hp['batch_size']}, lr {hp['learning_rate']:g}"
+    if hp.get("lr_schedule", "constant") != "constant":
+        text += f" ({hp['lr_schedule']} decay)"
+    if hp.get("select", "last") != "last":
+        text += f", best of the evaluations on {hp['validation_ratio']:g} of the training rows held out"
+    if hp.get("interaction_average") and name in methods.METHODS and methods.METHODS[name].pairwise:
+        text += f", interaction mean over the {hp['interaction_average']}"
+    return text + (f", W1 every {hp['eval_every']}" if with_eval else "") + step
+
+
+def exp1_solver_order(grid: Mapping) -> list[str]:
+    """Exp. 4.1's solvers in legend order: the grid's, then those only its subsets run."""
+    return list(dict.fromkeys(grid["solvers"] + [s for subset in grid.get("subsets", []) for s in subset["solvers"]]))
+
+
+def experiment_caption(experiment: str, *, grid: Mapping, solvers: Mapping, data: Mapping, extra: Mapping,
+                       protocol: str, steps: Mapping[str, str]) -> str:
+    """Returns the caption of an experiment's figure: its grid, data and training settings.
+
+    Args:
+        experiment: one of :data:`EXPERIMENTS`.
+        grid: the experiment's config section; solvers: the hyper-parameters of its solvers; data: the data
+            section; extra: the couplings section (ablation, pairing); protocol: the config's protocol line.
+        steps: per solver, the prediction step its runs were scored with.
+    """
+    def training():
+        return "; ".join(_solver_phrase(name, hp, steps) for name, hp in solvers.items())
+
+    settings = f"Settings: {protocol}."
+    setting = (f"T = {data['n_steps']} steps of dt = {data['dt']:g}, {data['test_ratio']:g} of the particles "
+               f"held out by {data['split_by']}; seeds {_listing(grid['seeds'])}; {training()}. {settings}")
+    if experiment == "exp1":
+        subset_note = "".join(
+            f"; {', '.join(solver_label(s) for s in subset['solvers'])} on {_listing(subset['potentials'])} only"
+            for subset in grid.get("subsets", [])
+        )
+        epochs = "; ".join(_solver_phrase(name, solvers[name], steps, with_eval=True)
+                           for name in exp1_solver_order(grid) if not _closed_form(name))
+        return "\n".join(textwrap.wrap(
+            f"N = {_listing(grid['n_particles'])} particles per snapshot, {data['test_ratio']:g} held out by "
+            f"{data['split_by']}; d = {_listing(grid['dims'])}; T = {data['n_steps']} steps of dt = {data['dt']:g}; "
+            f"interaction {_listing(grid['interactions'])}, beta {_listing(grid['betas'])}; "
+            f"seeds {_listing(grid['seeds'])}{subset_note}. {epochs}; linear solvers: one closed-form solve. "
+            "EMD = one-step-ahead W1 on the test split, mean over the time steps; markers: mean over seeds, "
+            f"bars: min-max over seeds. {settings}",
+            width=170,
+        ))
+    if experiment == "exp2":
+        return (f"N_train = {_listing(round((1 - data['test_ratio']) * n) for n in grid['n_particles'])}, "
+                f"d = {_listing(grid['dims'])}; EMD = one-step-ahead W1 on the test split, mean over the time steps. "
+                f"{setting}")
+    if experiment == "exp3":
+        return (f"{len(grid['potentials'])} potentials x {len(grid['interactions'])} interactions x beta in "
+                f"{{{_listing(grid['betas'])}}}; d = {_listing(grid['dims'])}, N = {_listing(grid['n_particles'])} "
+                f"per snapshot. {setting} Gradients compared on a grid over the test data's "
+                "bounding box (jkonetstar.pipeline.recovery_points); beta_hat is rescaled by tau/dt.")
+    if experiment == "ablation":
+        relaxed = " (halved until an entry passes where none does)" if extra.get("sparsify_relax") else ""
+        return (f"{len(grid['potentials'])} potentials, d = {_listing(grid['dims'])}, "
+                f"N = {_listing(grid['n_particles'])} per snapshot; blocks of {extra['block_size']} particles, "
+                f"Sinkhorn threshold {extra['sinkhorn_threshold']:g}, at most {extra['sinkhorn_max_iterations']} "
+                f"iterations, plans sparsified at 1/(10 n){relaxed}. {setting}")
+    if experiment == "pairing":
+        return (f"N = {_listing(grid['n_particles'])} per snapshot, d = {_listing(grid['dims'])}, couplings in blocks "
+                f"of {extra['block_size']} particles; paired: snapshot t of one simulated population; shuffled: the "
+                "same, every snapshot shuffled before the block-wise couplings; independent: snapshot t of the t-th "
+                f"of T + 1 independent populations (same initial law), split within every snapshot. {setting}"
+                " Grey bars: two-sample floor of the independent snapshots.")
+    raise ValueError(f"unknown experiment {experiment!r}: choose one of {list(EXPERIMENTS)}")
+
+
+def prediction_caption(grid: Mapping, protocol: str) -> str:
+    """Returns the caption of :func:`prediction_figure` for Exp. 4.1's grid ``grid``."""
+    return (f"Exp. 4.1 runs (N = {', '.join(map(str, grid.get('n_particles', [])))} per snapshot, seeds "
+            f"{', '.join(map(str, grid.get('seeds', [])))}); explicit: x - tau grad V(x) (published evaluation); "
+            "implicit: fixed point y = x - tau grad V(y) (the step the loss was trained on). "
+            f"Settings: {protocol}.")
+
+
+RNA_ALGORITHMS = {"jkonet-star-time-potential": "JKOnet* (time-varying V)", "jkonet": "JKOnet",
+                  "jkonet-vanilla": "JKOnet-vanilla"}
+"""Names of the RNA methods in the published tables (the ``algorithm`` column of the RNA table)."""
+
+
+def rna_caption(table: pd.DataFrame, *, solver: str, seed: int, last_label: int, step: str, protocol: str) -> str:
+    """Returns the caption of :func:`rna_figure` for the run (``solver``, ``seed``) of the RNA table ``table``."""
+    ours = table[(table.solver == solver) & (table.statistic == "over seed means")].iloc[0]
+    first = table[(table.solver == solver) & (table.statistic == f"over time steps, seed {seed}")].iloc[0]
+    paper = next(row for row in published("rna") if row["algorithm"] == RNA_ALGORITHMS["jkonet-star-time-potential"])
+    return (
+        f"{solver_label(solver)} on the embryoid-body data (first 5 standardised PCs; PC1-PC2 shown, other PCs 0 "
+        f"in the level curves; V trained at the target times 1..{last_label}). One-step EMD on the 40% test split: "
+        f"seed {seed} {first.emd_mean:.3f} $\\pm$ {first.emd_std:.3f} over time steps; "
+        f"{ours.emd_mean:.3f} $\\pm$ {ours.emd_std:.3f} over {int(ours.n)} seed means "
+        f"(paper: {paper['emd_mean']:g} $\\pm$ {paper['emd_std']:g}). "
+        f"Blue: midpoint between each test cell and its predicted position one snapshot later ({step} step). "
+        f"Settings: {protocol}."
+    )

@@ -15,10 +15,9 @@ from jax import Array
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1", "gradient_recovery"]
+from jkonetstar.couplings import exact_transport
 
-_EMD_MAX_ITERATIONS = 1_000_000
-_POT_OPTIMAL = 1
+__all__ = ["wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1", "gradient_recovery"]
 
 Predictor = Callable[[Array, np.ndarray, int], np.ndarray]
 
@@ -29,7 +28,8 @@ def wasserstein1(x: np.ndarray, y: np.ndarray) -> float:
     W1 = min_P sum_ij P_ij ||x_i - y_j||_2 over couplings P of the uniform marginals 1/n and 1/m
     (Euclidean cost, not squared), in float64. For n == m some optimal P is a permutation matrix / n
     (Birkhoff), so W1 is the optimal assignment cost / n, solved by
-    ``scipy.optimize.linear_sum_assignment``; otherwise POT's network simplex ``ot.emd2``. At
+    ``scipy.optimize.linear_sum_assignment``; otherwise the network simplex of
+    :func:`jkonetstar.couplings.exact_transport` (POT, the value ``ot.emd2`` returns). At
     n = m = 1000, d = 2 (benchmarks/bench_w1.py, 2 CPU cores) the assignment takes ~7 ms against ~43 ms for
     ``ot.emd2`` when comparing a one-step prediction with the next snapshot (the evaluation's case),
     about the same for independent samples of one law, and ~4.8x longer for very different clouds.
@@ -57,16 +57,8 @@ def wasserstein1(x: np.ndarray, y: np.ndarray) -> float:
         cost = cdist(x, y)
         rows, cols = linear_sum_assignment(cost)
         return float(cost[rows, cols].mean())
-    import ot  # POT imports scikit-learn (~1 s); only unequal or weighted clouds need it
+    return exact_transport(x, y, metric="euclidean")[1]  # POT, imported there: only unequal clouds need it
 
-    cost = ot.dist(x, y, metric="euclidean")
-    value, log = ot.emd2(ot.unif(len(x)), ot.unif(len(y)), cost, numItermax=_EMD_MAX_ITERATIONS, log=True)
-    if log["result_code"] != _POT_OPTIMAL:
-        raise RuntimeError(
-            f"W1 between {len(x)} and {len(y)} points did not reach optimality "
-            f"(POT result_code={log['result_code']}: {log['warning']})"
-        )
-    return float(value)
 
 def one_step_predictions(
     predict: Predictor, x_test: np.ndarray, t_test: np.ndarray, key: Array

@@ -17,7 +17,6 @@ and the loss is the coupling-weighted squared residual.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -27,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jkonetstar import features as feats
+from jkonetstar import methods
+from jkonetstar.methods import SolverSpec
 from jkonetstar.io import load_npz, save_npz
 
 __all__ = [
@@ -50,48 +51,15 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True)
-class SolverSpec:
-    """What a solver learns and how.
-
-    Attributes:
-        name: the solver's name in configs and on the command line.
-        potential, interaction, internal: which energy terms (V, W, beta * int rho log rho) are learnt.
-        parametrisation: ``"mlp"`` (trained by Adam) or ``"linear"`` (closed-form least squares, Prop. 3.4).
-        time_dependent: V takes ``(x, t)``; prediction then uses the implicit step (paper App. B).
-    """
-
-    name: str
-    potential: bool = True
-    interaction: bool = False
-    internal: bool = False
-    parametrisation: str = "mlp"
-    time_dependent: bool = False
-
-
-SOLVERS: dict[str, SolverSpec] = {
-    spec.name: spec
-    for spec in (
-        SolverSpec("jkonet-star", interaction=True, internal=True),
-        SolverSpec("jkonet-star-potential"),
-        SolverSpec("jkonet-star-potential-internal", internal=True),
-        SolverSpec("jkonet-star-time-potential", time_dependent=True),
-        SolverSpec("jkonet-star-linear", interaction=True, internal=True, parametrisation="linear"),
-        SolverSpec("jkonet-star-linear-potential", parametrisation="linear"),
-        SolverSpec("jkonet-star-linear-potential-internal", internal=True, parametrisation="linear"),
-        SolverSpec("jkonet-star-linear-interaction", potential=False, interaction=True, parametrisation="linear"),
-    )
-}
-"""The JKOnet* solvers by name (paper names: JKOnet*, JKOnet*_V, ..., JKOnet*_l, JKOnet*_{l,V})."""
+SOLVERS = methods.SOLVERS
+"""The JKOnet* solvers by name (:data:`jkonetstar.methods.METHODS`, family ``jkonet-star``)."""
 
 INTERACTION_AVERAGES = ("snapshot", "minibatch")
 
 
 def get_solver(name: str) -> SolverSpec:
     """Returns the spec of solver ``name``; raises ValueError listing the known ones."""
-    if name not in SOLVERS:
-        raise ValueError(f"unknown solver {name!r}: choose one of {list(SOLVERS)}")
-    return SOLVERS[name]
+    return methods.get(name, "jkonet-star")
 
 
 class MLP(nn.Module):
@@ -393,7 +361,7 @@ def _interaction_mean(term_params, fmap, points, population, coef=None, chunk=No
 
 
 def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0, interaction_average: str = "snapshot"):
-    """Returns the JKOnet* loss of a minibatch: ``sum_i w_i |tau G(y_i) + (y_i - x_i)|^2`` (paper Eq. 11).
+    """Returns the JKOnet* loss of a minibatch: ``sum_i w_i |tau_i G(y_i) + (y_i - x_i)|^2`` (paper Eq. 11).
 
     Args:
         params: MLP parameters from :func:`init_params`.
@@ -402,7 +370,10 @@ def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0,
             weight are padding and change nothing.
         spec: the solver.
         tau: JKO step; the paper trains with ``tau = 1`` on data simulated with ``dt = 0.01``, so the learnt
-            energies approximate ``dt * V``.
+            energies approximate ``dt * V``. Row ``i`` steps ``tau * batch.tau_scale[i]`` (snapshots at real
+            times: the transition's gap in the dataset's time unit, :func:`jkonetstar.pipeline.time_scales`;
+            ones for evenly spaced labels, which leaves every number as with ``tau`` alone), and a
+            time-dependent potential receives ``batch.time_input`` (the target's time in that unit).
         interaction_average: how ``int grad W(y - y') dmu_{t+1}(y')`` is estimated: ``"snapshot"`` averages
             over the minibatch rows of the same target snapshot (weighted by their coupling weights), as the
             integral says; ``"minibatch"`` over the whole minibatch, mixing snapshots (the upstream code).
@@ -413,7 +384,7 @@ def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0,
     """
     g = jnp.zeros_like(batch.target)
     if spec.potential:
-        times = batch.time if spec.time_dependent else None
+        times = _time_inputs(batch) if spec.time_dependent else None
         g = g + _energy_gradients(params["potential"], None, batch.target, times)
     coef = None
     if spec.interaction:
@@ -429,12 +400,32 @@ def jkonet_star_loss(params: dict, batch, *, spec: SolverSpec, tau: float = 1.0,
             coef = None
     if spec.internal:
         g = g + params["beta"] * batch.grad_rho / batch.rho[:, None]
-    residual = tau * g + (batch.target - batch.source)
+    scale = _tau_scales(batch)
+    if scale is None:
+        residual = tau * g + (batch.target - batch.source)
+    else:
+        residual = (tau * scale)[:, None] * g + (batch.target - batch.source)
     if coef is None:
         return jnp.sum(batch.weight * jnp.sum(residual**2, axis=-1))
     coef = coef / jnp.maximum(jnp.sum(coef, axis=1, keepdims=True), 1e-30)
-    return _interaction_residual_loss(params["interaction"], batch.target, coef, residual, batch.weight,
+    weight = batch.weight
+    if scale is not None:
+        # |tau s_i I_i + r_i|^2 = s_i^2 |tau I_i + r_i / s_i|^2: the sweep keeps one tau (exact when s_i = 1).
+        residual, weight = residual / scale[:, None], weight * scale**2
+    return _interaction_residual_loss(params["interaction"], batch.target, coef, residual, weight,
                                       jnp.asarray(tau, batch.target.dtype))
+
+
+def _tau_scales(data):
+    """Per-row JKO step in units of ``tau`` (``data.tau_scale``), or None where the data carry none."""
+    scale = getattr(data, "tau_scale", None)
+    return None if scale is None else scale.astype(data.target.dtype)
+
+
+def _time_inputs(data):
+    """Per-row time input of a time-dependent potential: ``data.time_input``, else the target label."""
+    time_input = getattr(data, "time_input", None)
+    return data.time if time_input is None else time_input
 
 
 def fit_linear(
@@ -448,8 +439,9 @@ def fit_linear(
 ) -> tuple[dict, float]:
     """Returns ``(params, loss)`` of a linear solver, solved in closed form (paper Prop. 3.4, Eq. 12).
 
-    With ``theta = -s / tau`` and per-row design ``Y [d, K]`` (feature gradients of V, interaction
-    feature gradients averaged over the rows of the same snapshot pair, and ``grad rho / rho`` for beta),
+    With ``theta = -s / tau`` and per-row design ``Y_i = c_i Z_i`` (``Z_i [d, K]``: feature gradients of V,
+    interaction feature gradients averaged over the rows of the same snapshot pair, and ``grad rho / rho``
+    for beta; ``c_i`` the row's ``data.tau_scale``, its step ``tau c_i``, 1 for evenly spaced snapshots),
     ``s`` solves the weighted ridge normal equations
     ``(sum_i w_i Y_i^T Y_i + ridge I) s = sum_i w_i Y_i^T (y_i - x_i)``. The loss is the weighted squared
     residual ``sum_i w_i |tau Y_i theta + y_i - x_i|^2``.
@@ -502,6 +494,9 @@ def _solve_linear(fmap, data, tau, ridge, *, spec, gradient_at, groups):
     if spec.internal:
         blocks.append((data.grad_rho / data.rho[:, None])[..., None])
     design = jnp.concatenate(blocks, axis=-1)
+    scale = _tau_scales(data)
+    if scale is not None:  # row i steps tau s_i: its design row is s_i Y_i (exact when s_i = 1)
+        design = design * scale[:, None, None]
     step = data.target - data.source
     normal = jnp.einsum("m,mdk,mdl->kl", data.weight, design, design) + ridge * jnp.eye(design.shape[-1])
     rhs = jnp.einsum("m,mdk,md->k", data.weight, design, step)
@@ -543,7 +538,7 @@ class StepInfo(NamedTuple):
 
 def predict_step_info(params: dict, spec: SolverSpec, key: jax.Array, x, t_target: int | None = None, *,
                       tau: float = 1.0, step: str | None = None, tolerance: float = IMPLICIT_TOLERANCE,
-                      max_iterations: int = IMPLICIT_MAX_ITERATIONS) -> StepInfo:
+                      max_iterations: int = IMPLICIT_MAX_ITERATIONS, time_input: float | None = None) -> StepInfo:
     """Returns one step of the learnt dynamics from ``x`` ``[n, d]`` with its fixed-point diagnostics.
 
     With ``G(y) = grad V(y) + mean_j grad W(y - y_j)`` (``grad_x V(y, t_target)`` for a time-dependent
@@ -557,6 +552,10 @@ def predict_step_info(params: dict, spec: SolverSpec, key: jax.Array, x, t_targe
 
     ``step=None`` is :func:`default_predict_step`. Jit with ``spec``, ``tau``, ``step`` and ``max_iterations``
     static.
+
+    Snapshots at real times: ``tau`` is the step of this transition (the configured tau times the gap's
+    scale, :func:`jkonetstar.pipeline.time_scales`), and ``time_input`` the time a time-dependent potential
+    receives (the target's time in the dataset's time unit); ``None``: the label ``t_target``.
     """
     step = default_predict_step(spec) if step is None else step
     if step not in PREDICT_STEPS:
@@ -567,7 +566,7 @@ def predict_step_info(params: dict, spec: SolverSpec, key: jax.Array, x, t_targe
     if spec.time_dependent:
         if t_target is None:
             raise ValueError(f"solver {spec.name!r} needs the target time t_target")
-        times = jnp.full((len(x),), t_target)
+        times = jnp.full((len(x),), t_target if time_input is None else time_input)
 
     def drift(y):
         g = jnp.zeros_like(y)
@@ -601,14 +600,14 @@ def predict_step_info(params: dict, spec: SolverSpec, key: jax.Array, x, t_targe
 
 def predict(params: dict, spec: SolverSpec, key: jax.Array, x, t_target: int | None = None, *, tau: float = 1.0,
             step: str | None = None, tolerance: float = IMPLICIT_TOLERANCE,
-            max_iterations: int = IMPLICIT_MAX_ITERATIONS):
+            max_iterations: int = IMPLICIT_MAX_ITERATIONS, time_input: float | None = None):
     """Returns the population ``[n, d]`` after one step of the learnt dynamics from ``x`` ``[n, d]``.
 
     The ``y`` of :func:`predict_step_info` (explicit ``x - tau G(x) + noise`` or the implicit fixed point
-    ``y = x - tau G(y) + noise``).
+    ``y = x - tau G(y) + noise``; ``tau`` and ``time_input`` as there).
     """
     return predict_step_info(params, spec, key, x, t_target, tau=tau, step=step, tolerance=tolerance,
-                             max_iterations=max_iterations).y
+                             max_iterations=max_iterations, time_input=time_input).y
 
 
 def potential_values(params: dict, spec: SolverSpec, x, t: float | None = None):

@@ -17,7 +17,7 @@ import numpy as np
 
 from jkonetstar import baselines
 from jkonetstar import couplings as couplings_lib
-from jkonetstar import density, metrics, models, training
+from jkonetstar import density, methods, metrics, models, training
 from jkonetstar.simulate import simulate, simulate_independent, to_population
 from jkonetstar.split import split
 
@@ -27,6 +27,8 @@ __all__ = [
     "load_model",
     "learned_potential",
     "simulate_population",
+    "TimeScales",
+    "time_scales",
     "Prepared",
     "prepare_training_data",
     "given_split",
@@ -55,6 +57,61 @@ def simulate_population(seed: int, *, potential: str, interaction: str = "none",
     return {"x": x.astype(np.float32), "t": t, "particle": particle}
 
 
+class TimeScales(NamedTuple):
+    """Snapshot times in the dataset's time unit: what the JKO step of a transition and ``V(x, t)`` see.
+
+    Attributes:
+        unit: the time unit, the median gap ``median_k (time_values[k + 1] - time_values[k])`` over all the
+            dataset's snapshots.
+        time_values: ``[T + 1]`` the real time of snapshot label ``k`` (float64).
+        times: ``[T + 1]`` the time input of snapshot ``k``: ``(time_values[k] - time_values[0]) / unit``.
+    """
+
+    unit: float
+    time_values: np.ndarray
+    times: np.ndarray
+
+    def step_scale(self, source: int, target: int) -> float:
+        """The JKO step of the transition ``source -> target`` in units of ``tau``:
+        ``(time_values[target] - time_values[source]) / unit`` (``target`` need not be ``source + 1``)."""
+        return float((self.time_values[target] - self.time_values[source]) / self.unit)
+
+
+def time_scales(time_values) -> TimeScales:
+    """Returns the :class:`TimeScales` of snapshots at real times ``time_values`` ``[T + 1]``.
+
+    The convention for snapshot labels ``0..T`` observed at times ``time_values`` (strictly increasing): the
+    time unit is the median gap between consecutive time values, taken over *all* the dataset's snapshots
+    (pass the full ``time_values``, before any snapshot is left out); the transition from label ``k`` to a
+    later label ``k'`` (``k' = k + 1``, or further on where snapshots between them are left out) is one JKO
+    step of ``tau * (time_values[k'] - time_values[k]) / unit``, and a time-dependent potential receives
+    ``(time_values[k] - time_values[0]) / unit`` at snapshot ``k``. Evenly spaced times (e.g. days 0, 8, 16
+    or the labels themselves) give every step a scale of exactly 1 and the time inputs ``0..T``: the same
+    numbers as no ``time_values`` at all.
+
+    Raises:
+        ValueError: ``time_values`` not a 1-D array of at least two finite, strictly increasing numbers.
+    """
+    values = np.asarray(time_values, np.float64)
+    if values.ndim != 1 or len(values) < 2 or not np.all(np.isfinite(values)) or np.any(np.diff(values) <= 0):
+        raise ValueError(f"time_values must be at least two finite, strictly increasing numbers (one per snapshot "
+                         f"label), got {np.asarray(time_values).tolist()}")
+    unit = float(np.median(np.diff(values)))
+    return TimeScales(unit, values, (values - values[0]) / unit)
+
+
+def _scales_of(time_values, labels) -> TimeScales | None:
+    """:func:`time_scales` of ``time_values`` (None stays None), checked to cover the snapshot ``labels``."""
+    if time_values is None:
+        return None
+    scales = time_scales(time_values)
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(scales.times)):
+        raise ValueError(f"snapshot labels {np.unique(labels).tolist()} need one time value each, got "
+                         f"{len(scales.times)} time_values")
+    return scales
+
+
 class Prepared(NamedTuple):
     """Training couplings with densities, the held-out test population, the mixtures and a summary."""
 
@@ -81,9 +138,13 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
     snapshots are returned shuffled, as the couplings saw them (the JKOnet baselines' minibatches, rows
     i of every snapshot, then hold no trajectories either).
 
+    Snapshots at real times (``population["time_values"]``, :func:`time_scales`): every coupling row gets the
+    step scale of its transition (``tau_scale``: from the previous training snapshot to its target) and the
+    time input of its target (``time_input``); without them, ones and the labels.
+
     Args:
-        population: ``{"x" [n, d], "t" [n], optional "particle" [n]}``: the whole time course, or its
-            training part when ``test_population`` is given.
+        population: ``{"x" [n, d], "t" [n], optional "particle" [n], optional "time_values" [T + 1]}``: the
+            whole time course, or its training part when ``test_population`` is given.
         seed: seeds the split, the shuffles and the mixtures.
         pairing: one of :data:`jkonetstar.couplings.PAIRINGS`; None: ``"paired"`` when ``population`` has
             particle ids, else ``"independent"``.
@@ -123,10 +184,18 @@ def prepare_training_data(population: dict, seed: int, *, test_ratio: float = 0.
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     mixtures = density.fit_per_snapshot(x_train, t_train, n_components=n_components, seed=seed, min_det=min_det)
     rho, grad_rho = density.log_density_gradient_at_targets(mixtures, pairs, floor=floor)
+    scales = _scales_of(population.get("time_values"), t)
+    per_row = {}
+    if scales is not None:
+        labels = np.unique(t_train)
+        previous = dict(zip(labels[1:].tolist(), labels[:-1].tolist()))
+        targets = np.asarray(pairs.time).tolist()
+        per_row = dict(tau_scale=np.array([scales.step_scale(previous[k], k) for k in targets], np.float32),
+                       time_input=np.asarray(scales.times[np.asarray(pairs.time, np.int64)], np.float32))
     data = training.TrainingData(
         source=np.asarray(pairs.source, np.float32), target=np.asarray(pairs.target, np.float32),
         time=np.asarray(pairs.time, np.int32), weight=np.asarray(pairs.weight, np.float32),
-        rho=rho, grad_rho=grad_rho,
+        rho=rho, grad_rho=grad_rho, **per_row,
     )
     labels, counts = np.unique(pairs.time, return_counts=True)
     summary = {
@@ -164,12 +233,14 @@ def two_sample_w1(x_train, t_train, x_test, t_test, seed: int) -> dict[str, floa
 def given_split(population: dict) -> tuple[dict, dict | None]:
     """Returns ``(train, test)`` (``x``, ``t`` and ``particle`` where present) of a population read by
     :func:`jkonetstar.data.load_population`: its rows by the ``"test"`` mask of pre-split data, else
-    ``(all rows, None)``; the arguments ``population`` and ``test_population`` of :func:`prepare_training_data`."""
+    ``(all rows, None)``; the arguments ``population`` and ``test_population`` of :func:`prepare_training_data`.
+    The population's ``time_values`` (all snapshots) go with ``train``."""
     arrays = {key: np.asarray(population[key]) for key in ("x", "t", "particle") if key in population}
+    extra = {"time_values": np.asarray(population["time_values"])} if "time_values" in population else {}
     if "test" not in population:
-        return arrays, None
+        return {**arrays, **extra}, None
     test = np.asarray(population["test"], bool)
-    return {k: v[~test] for k, v in arrays.items()}, {k: v[test] for k, v in arrays.items()}
+    return {**{k: v[~test] for k, v in arrays.items()}, **extra}, {k: v[test] for k, v in arrays.items()}
 
 
 def _ordered_by_particle(population: dict, pairing: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -195,21 +266,17 @@ def _ordered_by_particle(population: dict, pairing: str) -> tuple[np.ndarray, np
     return x[order], t[order], particle[order]
 
 
-Method = models.SolverSpec | baselines.BaselineSpec
+Method = methods.Method
 
 
 def get_method(name: str) -> Method:
-    """Returns the spec of a JKOnet* solver or of a JKOnet baseline; raises ValueError listing both."""
-    if name in baselines.BASELINES:
-        return baselines.BASELINES[name]
-    if name in models.SOLVERS:
-        return models.SOLVERS[name]
-    raise ValueError(f"unknown solver {name!r}: choose one of {[*models.SOLVERS, *baselines.BASELINES]}")
+    """Returns the spec of a registered method (:data:`jkonetstar.methods.METHODS`); raises ValueError listing them."""
+    return methods.get(name)
 
 
 def save_model(path, params: dict, spec: Method) -> None:
     """Saves learnt parameters of a solver or baseline (npz, no pickle)."""
-    if isinstance(spec, baselines.BaselineSpec):
+    if spec.family == "jkonet":
         baselines.save_jkonet_params(path, params, spec.name)
     else:
         models.save_params(path, params, spec)
@@ -220,7 +287,7 @@ def load_model(path) -> tuple[dict, Method]:
     from jkonetstar.io import load_npz
 
     arrays = load_npz(path, required=("solver",))
-    if str(arrays["solver"]) in baselines.BASELINES:
+    if methods.METHODS.get(str(arrays["solver"])) in baselines.BASELINES.values():
         params, name = baselines.load_jkonet_params(path)
         return params, get_method(name)
     return models.load_params(path)
@@ -228,7 +295,7 @@ def load_model(path) -> tuple[dict, Method]:
 
 def learned_potential(params: dict, spec: Method, x, t: float | None = None) -> np.ndarray | None:
     """Returns the learnt V at points ``x`` ``[n, d]`` (``None`` if the method learns no potential)."""
-    if isinstance(spec, baselines.BaselineSpec):
+    if spec.family == "jkonet":
         return np.asarray(baselines.potential_values(params, x))
     if not spec.potential:
         return None
@@ -239,18 +306,24 @@ _step_jit = jax.jit(models.predict_step_info, static_argnames=("spec", "tau", "s
 
 
 class Predictor:
-    """``predict(key, x, t_target) -> [n, d]``, one jitted step of the learnt dynamics.
+    """``predict(key, x, t_target, t_source=None) -> [n, d]``, one jitted step of the learnt dynamics.
 
     For JKOnet* solvers it keeps the fixed-point diagnostics of every call (``residuals``, ``iterations``;
     residual 0 and one iteration for the explicit step), so an evaluation can report an unconverged
     implicit step instead of scoring it silently.
+
+    With ``time_values`` (:func:`time_scales`) the step from ``x`` at label ``t_source`` (None:
+    ``t_target - 1``) to ``t_target`` is one step of ``tau * (time_values[t_target] - time_values[t_source]) /
+    unit``, and a time-dependent potential receives the target's time input; without, one step of ``tau``
+    and the label ``t_target``.
     """
 
-    def __init__(self, params: dict, spec: Method, tau: float, options: dict):
+    def __init__(self, params: dict, spec: Method, tau: float, options: dict, time_values=None):
         self.params, self.spec, self.tau, self.options = params, spec, tau, dict(options)
+        self.time_scales = None if time_values is None else time_scales(time_values)
         self.residuals: list[float] = []
         self.iterations: list[int] = []
-        if not isinstance(spec, baselines.BaselineSpec):
+        if spec.family == "jkonet-star":
             unknown = set(self.options) - set(PREDICT_OPTIONS)
             if unknown:
                 raise ValueError(f"unknown prediction options {sorted(unknown)} for solver {spec.name!r}: "
@@ -262,22 +335,38 @@ class Predictor:
         """The prediction step: ``explicit``/``implicit`` (JKOnet*), ``explicit``/``jko`` (baselines)."""
         return self.options.get("predict_step", self.options.get("step", "jko"))
 
-    def __call__(self, key, x, t_target):
+    def __call__(self, key, x, t_target, t_source=None):
+        if self.time_scales is None:
+            return self.transition(key, x, t_target)
+        target = int(t_target)
+        source = target - 1 if t_source is None else int(t_source)
+        if not 0 <= source < target < len(self.time_scales.times):
+            raise ValueError(f"cannot step from snapshot {source} to {target}: need 0 <= t_source < t_target < "
+                             f"{len(self.time_scales.times)} (the number of time_values)")
+        return self.transition(key, x, target, tau_scale=self.time_scales.step_scale(source, target),
+                               time_input=float(self.time_scales.times[target]))
+
+    def transition(self, key, x, t_target, *, tau_scale: float | None = None, time_input: float | None = None):
+        """One step to label ``t_target`` of ``tau * tau_scale`` (None: ``tau``), a time-dependent potential at
+        time ``time_input`` (None: the label); e.g. with a coupling row's ``tau_scale`` and ``time_input``."""
         x = np.asarray(x, np.float32)
-        if isinstance(self.spec, baselines.BaselineSpec):
-            return np.asarray(baselines.predict_jkonet(self.params, self.spec.name, key, x, tau=self.tau,
+        tau = self.tau if tau_scale is None else self.tau * float(tau_scale)
+        if self.spec.family == "jkonet":
+            return np.asarray(baselines.predict_jkonet(self.params, self.spec.name, key, x, tau=tau,
                                                        **self.options))
         opts = self.options
-        info = _step_jit(self.params, self.spec, key, x, int(t_target), tau=self.tau, step=opts["predict_step"],
+        time_input = None if time_input is None or not self.spec.time_dependent else float(time_input)
+        info = _step_jit(self.params, self.spec, key, x, int(t_target), tau=tau, step=opts["predict_step"],
                          tolerance=opts.get("implicit_tolerance", models.IMPLICIT_TOLERANCE),
-                         max_iterations=opts.get("implicit_max_iterations", models.IMPLICIT_MAX_ITERATIONS))
+                         max_iterations=opts.get("implicit_max_iterations", models.IMPLICIT_MAX_ITERATIONS),
+                         time_input=time_input)
         self.residuals.append(float(info.residual))
         self.iterations.append(int(info.iterations))
         return np.asarray(info.y)
 
     def convergence(self) -> dict:
         """The fixed-point diagnostics of the calls so far: residual and iterations per call, converged or not."""
-        if isinstance(self.spec, baselines.BaselineSpec) or self.step != "implicit":
+        if self.spec.family == "jkonet" or self.step != "implicit":
             return {}
         tolerance = self.options.get("implicit_tolerance", models.IMPLICIT_TOLERANCE)
         return {
@@ -288,24 +377,25 @@ class Predictor:
         }
 
 
-PREDICT_OPTIONS = ("predict_step", "implicit_tolerance", "implicit_max_iterations")
+PREDICT_OPTIONS = methods.PREDICT_OPTIONS
 """Prediction settings of the JKOnet* solvers (evaluation settings: choosing them never retrains)."""
 
 
-def make_predictor(params: dict, spec: Method, *, tau: float = 1.0, **options) -> Predictor:
+def make_predictor(params: dict, spec: Method, *, tau: float = 1.0, time_values=None, **options) -> Predictor:
     """Returns a :class:`Predictor`, one jitted step of the learnt dynamics.
 
-    ``options`` go to :func:`jkonetstar.baselines.predict_jkonet` for the baselines (``inner_steps``,
-    ``inner_learning_rate``, ``step``); JKOnet* solvers take ``predict_step`` (``explicit`` or ``implicit``;
+    ``time_values``: the real time of every snapshot label (:func:`time_scales`; None: evenly spaced labels,
+    one step of ``tau`` each). ``options`` go to :func:`jkonetstar.baselines.predict_jkonet` for the baselines
+    (``inner_steps``, ``inner_learning_rate``, ``step``); JKOnet* solvers take ``predict_step`` (``explicit`` or ``implicit``;
     default :func:`jkonetstar.models.default_predict_step`), ``implicit_tolerance`` and
     ``implicit_max_iterations``.
     """
-    return Predictor(params, spec, tau, options)
+    return Predictor(params, spec, tau, options, time_values)
 
 
 def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
              tau: float = 1.0, cumulative: bool = False, predict_options: dict | None = None,
-             steps: tuple | None = None) -> dict:
+             steps: tuple | None = None, time_values=None) -> dict:
     """Returns the one-step-ahead W1 per transition (and its mean and std), plus the cumulative W1 if asked.
 
     Each observed test snapshot is moved one step by the learnt dynamics and compared (exact W1,
@@ -313,11 +403,14 @@ def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray,
     ``steps``: the output of :func:`one_step` for the same arguments, when the caller has it already
     (e.g. to draw the predictions), so they are not computed twice. With the implicit step the result also
     holds the fixed-point diagnostics (``implicit_converged``, the residual and iterations per transition).
+    ``time_values``: the real time of every snapshot label (:func:`time_scales`): each transition between
+    consecutive observed test labels steps its own gap; None: evenly spaced labels.
     """
-    predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
+    predict = make_predictor(params, spec, tau=tau, time_values=time_values, **(predict_options or {}))
     key = _evaluation_key(seed)
     if steps is None:
-        steps = metrics.one_step_predictions(predict, x_test, t_test, key) + (predict.convergence(),)
+        steps = metrics.one_step_predictions(_from_previous(predict, t_test), x_test, t_test, key) + (
+            predict.convergence(),)
     _, observed, predicted, convergence = steps
     one_step = np.array([metrics.wasserstein1(y, x) for y, x in zip(predicted, observed[1:])])
     result = {
@@ -327,7 +420,7 @@ def evaluate(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray,
         **convergence,
     }
     if cumulative:
-        rollout = metrics.cumulative_w1(predict, x_test, t_test, key)
+        rollout = metrics.cumulative_w1(_from_previous(predict, t_test), x_test, t_test, key)
         result.update(cumulative_w1_per_step=rollout.tolist(), cumulative_w1_mean=float(np.mean(rollout)))
     return result
 
@@ -336,13 +429,22 @@ def _evaluation_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), 1)
 
 
+def _from_previous(predict: Predictor, labels) -> Callable:
+    """``predict`` called ``(key, x, t_target)`` from the observed label before ``t_target`` in ``labels``."""
+    observed = np.unique(np.asarray(labels)).tolist()
+    previous = dict(zip(observed[1:], observed[:-1]))
+    return lambda key, x, t_target: predict(key, x, t_target, t_source=previous.get(int(t_target)))
+
+
 def one_step(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *, tau: float = 1.0,
-             predict_options: dict | None = None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], dict]:
+             predict_options: dict | None = None,
+             time_values=None) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], dict]:
     """Returns ``(labels, observed, predicted)`` of :func:`jkonetstar.metrics.one_step_predictions` and the
-    predictor's fixed-point diagnostics: the very predictions :func:`evaluate` scores (same keys), e.g. to
-    draw them."""
-    predict = make_predictor(params, spec, tau=tau, **(predict_options or {}))
-    return metrics.one_step_predictions(predict, x_test, t_test, _evaluation_key(seed)) + (predict.convergence(),)
+    predictor's fixed-point diagnostics: the very predictions :func:`evaluate` scores (same keys and
+    ``time_values``), e.g. to draw them."""
+    predict = make_predictor(params, spec, tau=tau, time_values=time_values, **(predict_options or {}))
+    return metrics.one_step_predictions(_from_previous(predict, t_test), x_test, t_test, _evaluation_key(seed)) + (
+        predict.convergence(),)
 
 
 RECOVERY_GRID_POINTS = 40
@@ -378,7 +480,7 @@ def recovery(params: dict, spec: Method, points: np.ndarray, *, potential: str, 
     values: dict[str, float] = {}
     terms = (("potential", energies.get_potential(potential)), ("interaction", energies.get_interaction(interaction)))
     for term, energy in terms:
-        if isinstance(spec, baselines.BaselineSpec):
+        if spec.family == "jkonet":
             if term != "potential":
                 continue
             learned = np.asarray(models.mlp_input_gradient(params["potential"], points))
@@ -388,7 +490,7 @@ def recovery(params: dict, spec: Method, points: np.ndarray, *, potential: str, 
             learned = np.asarray(models.energy_gradients(params, spec, term, points))
         true = np.zeros_like(points) if energy is None else np.asarray(jax.vmap(jax.grad(energy))(points))
         values.update({f"{term}_grad_{k}": v for k, v in metrics.gradient_recovery(learned, true, scale).items()})
-    if not isinstance(spec, baselines.BaselineSpec) and spec.internal:
+    if spec.internal:
         beta_hat = float(params["beta"])
         values.update(beta_hat=beta_hat, beta_recovered=beta_hat * scale, beta_error=beta_hat * scale - beta,
                       beta_abs_recovered=abs(beta_hat) * scale, beta_abs_error=abs(beta_hat) * scale - beta)
@@ -411,7 +513,7 @@ def _not_scored(scores: dict) -> dict:
 
 def evaluate_steps(params: dict, spec: Method, x_test: np.ndarray, t_test: np.ndarray, seed: int, *,
                    tau: float = 1.0, predict_options: dict | None = None,
-                   status: str = "ok") -> tuple[dict, tuple]:
+                   status: str = "ok", time_values=None) -> tuple[dict, tuple]:
     """Returns ``(scores, steps)``: :func:`evaluate` with the configured prediction step, and its predictions.
 
     ``scores`` also holds ``predict_step`` (the configured one) and ``by_predict_step``: for the JKOnet* MLP
@@ -421,18 +523,20 @@ def evaluate_steps(params: dict, spec: Method, x_test: np.ndarray, t_test: np.nd
 
     A run whose training ``status`` is ``"diverged"`` is never scored as if trained: every score is NaN, and
     the scores of its last finite parameters are kept apart under ``last_finite_parameters``.
+    ``time_values``: as in :func:`evaluate`.
     """
     options = dict(predict_options or {})
     chosen = make_predictor(params, spec, tau=tau, **options).step
     alternatives = [chosen]
-    if not isinstance(spec, baselines.BaselineSpec) and spec.parametrisation == "mlp":
+    if spec.family == "jkonet-star" and not spec.closed_form:
         alternatives += [step for step in models.PREDICT_STEPS if step != chosen]
     by_step, drawn = {}, None
     for step in alternatives:
         step_options = options if step == chosen else {**options, "predict_step": step}
-        steps = one_step(params, spec, x_test, t_test, seed, tau=tau, predict_options=step_options)
+        steps = one_step(params, spec, x_test, t_test, seed, tau=tau, predict_options=step_options,
+                         time_values=time_values)
         by_step[step] = evaluate(params, spec, x_test, t_test, seed, tau=tau, predict_options=step_options,
-                                 steps=steps)
+                                 steps=steps, time_values=time_values)
         drawn = steps if step == chosen else drawn
     scores = {**by_step[chosen], "predict_step": chosen, "by_predict_step": by_step}
     if status == "diverged":
@@ -440,40 +544,61 @@ def evaluate_steps(params: dict, spec: Method, x_test: np.ndarray, t_test: np.nd
     return scores, drawn
 
 
+def no_motion(x_test: np.ndarray, t_test: np.ndarray) -> dict:
+    """Scores of the no-motion reference ``x_{t+1} = x_t``, the same metric, split and steps as :func:`evaluate`:
+    one-step W1 from each observed test snapshot to the next one, i.e. W1 between consecutive snapshots.
+
+    A learnt model whose ``w1_mean`` is not below this one's explains nothing of the motion: the tables report
+    the ratio (``w1_ratio``, model / reference; below 1 the model beats standing still). It depends on the test
+    split only, so the couplings job computes it once for every run on that split.
+    """
+    w1 = metrics.one_step_w1(lambda key, x, t_target: x, x_test, t_test, _evaluation_key(0))
+    return {"w1_per_step": w1.tolist(), "w1_mean": float(np.mean(w1)), "w1_std": float(np.std(w1))}
+
+
 def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, t_test: np.ndarray, seed: int,
           *, x_train: np.ndarray | None = None, t_train: np.ndarray | None = None,
           predict_options: dict | None = None, progress: Callable[[str], None] | None = None,
-          **settings) -> training.FitResult:
+          time_values=None, **settings) -> training.FitResult:
     """Fits a method, evaluating the mean one-step W1 on the test split every ``eval_every`` epochs.
 
     JKOnet* solvers train on the couplings ``data`` with :func:`jkonetstar.training.fit`; the JKOnet
     baselines on the training trajectories ``(x_train, t_train)`` with
     :func:`jkonetstar.baselines.fit_jkonet`. ``settings`` are those functions' keyword arguments.
+
+    ``time_values``: the real time of every snapshot label (:func:`time_scales`), for the evaluations and the
+    baselines' per-transition steps (``tau_scales``: between consecutive labels of ``t_train``). The
+    couplings carry their own steps (``data.tau_scale``, :func:`prepare_training_data`).
     """
     tau = settings.get("tau", 1.0)
     # JKOnet* MLP solvers: the history holds W1 with the default (implicit) step and, as w1_explicit, with the
     # explicit one, so that the prediction step stays an evaluation setting (choosing it never retrains).
-    both = not isinstance(spec, baselines.BaselineSpec) and spec.parametrisation == "mlp" and not predict_options
+    both = spec.family == "jkonet-star" and not spec.closed_form and not predict_options
 
     def mean_w1(params):
         if both:
             return {("w1" if step == models.default_predict_step(spec) else f"w1_{step}"):
-                    evaluate(params, spec, x_test, t_test, seed, tau=tau,
+                    evaluate(params, spec, x_test, t_test, seed, tau=tau, time_values=time_values,
                              predict_options={"predict_step": step})["w1_mean"]
                     for step in models.PREDICT_STEPS}
-        return evaluate(params, spec, x_test, t_test, seed, tau=tau, predict_options=predict_options)["w1_mean"]
+        return evaluate(params, spec, x_test, t_test, seed, tau=tau, predict_options=predict_options,
+                        time_values=time_values)["w1_mean"]
 
     key = jax.random.fold_in(jax.random.key(seed), 0)
-    if isinstance(spec, baselines.BaselineSpec):
+    if spec.family == "jkonet":
         if x_train is None or t_train is None:
             raise ValueError(f"baseline {spec.name!r} trains on trajectories: pass x_train and t_train")
         # Unbalanced (real) snapshots are subsampled to the smallest, seeded by the run's seed.
         snapshots = baselines.snapshots_from_population(x_train, t_train, rng=np.random.default_rng(seed))
+        scales = _scales_of(time_values, t_train)
+        if scales is not None:
+            labels = np.unique(np.asarray(t_train)).tolist()
+            settings["tau_scales"] = [scales.step_scale(a, b) for a, b in zip(labels[:-1], labels[1:])]
         return baselines.fit_jkonet(key, spec.name, snapshots, evaluate=mean_w1, progress=progress, **settings)
     select, ratio = settings.pop("select", "last"), settings.pop("validation_ratio", 0.1)
     if select not in SELECTIONS:
         raise ValueError(f"unknown select {select!r}: choose one of {list(SELECTIONS)}")
-    if select == "validation" and spec.parametrisation == "mlp":
+    if select == "validation" and not spec.closed_form:
         data, held_out = validation_split(data, ratio, seed)
         settings["validate"] = functools.partial(_validation_w1, spec=spec, held_out=held_out, tau=tau, seed=seed)
         if progress:
@@ -508,11 +633,17 @@ def validation_split(data: training.TrainingData, ratio: float, seed: int):
 
 
 def _validation_w1(params, *, spec, held_out, tau, seed):
-    """Mean over transitions of W1(one step from the held-out rows' sources, their targets), default step."""
+    """Mean over transitions of W1(one step from the held-out rows' sources, their targets), default step;
+    each transition steps its rows' ``tau_scale``, a time-dependent potential at their ``time_input``."""
     predict = make_predictor(params, spec, tau=tau)
     key = jax.random.fold_in(_evaluation_key(seed), 2)
     time = np.asarray(held_out.time)
-    values = [metrics.wasserstein1(predict(jax.random.fold_in(key, int(label)), np.asarray(held_out.source)[time == label],
-                                           int(label)), np.asarray(held_out.target)[time == label])
-              for label in np.unique(time)]
+    values = []
+    for label in np.unique(time):
+        rows = time == label
+        first = np.flatnonzero(rows)[0]
+        y = predict.transition(jax.random.fold_in(key, int(label)), np.asarray(held_out.source)[rows], int(label),
+                               tau_scale=float(np.asarray(held_out.tau_scale)[first]),
+                               time_input=float(np.asarray(held_out.time_input)[first]))
+        values.append(metrics.wasserstein1(y, np.asarray(held_out.target)[rows]))
     return float(np.mean(values))

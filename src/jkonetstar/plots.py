@@ -15,7 +15,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
 from matplotlib.figure import Figure  # noqa: E402
+
+from jkonetstar import methods  # noqa: E402
 
 __all__ = [
     "SOLVER_LABELS",
@@ -34,19 +37,7 @@ __all__ = [
 ]
 
 
-SOLVER_LABELS: dict[str, str] = {
-    "jkonet-star": r"JKOnet$^*$",
-    "jkonet-star-potential": r"JKOnet$^*_{V}$",
-    "jkonet-star-linear": r"JKOnet$^*_{l}$",
-    "jkonet-star-linear-potential": r"JKOnet$^*_{l,V}$",
-    "jkonet-star-potential-internal": r"JKOnet$^*_{V,\beta}$",
-    "jkonet-star-linear-potential-internal": r"JKOnet$^*_{l,V,\beta}$",
-    "jkonet-star-linear-interaction": r"JKOnet$^*_{l,W}$",
-    "jkonet-star-time-potential": r"JKOnet$^*_{V(t)}$",
-    "jkonet": "JKOnet",
-    "jkonet-vanilla": "JKOnet-vanilla",
-    "jkonet-monge-gap": "JKOnet-Monge-gap",
-}
+SOLVER_LABELS: dict[str, str] = {name: methods.label(name) for name in methods.METHODS}
 """Legend names: the paper's for the solvers of Figure 3, the same notation for the others."""
 
 
@@ -64,7 +55,7 @@ PREDICTION_COLOR = "#2166ac"
 
 def solver_label(name: str) -> str:
     """Returns the legend label of solver ``name`` (the name itself when it has no paper label)."""
-    return SOLVER_LABELS.get(name, name)
+    return methods.label(name)
 
 
 def _contour_levels(v_true: np.ndarray, v_learned: np.ndarray | None, n_levels: int) -> np.ndarray:
@@ -176,8 +167,10 @@ def save_figure(draw, path, *, log=None, dpi: int = 120) -> bool:
         ax.text(0.5, 0.5, f"picture not drawn: {type(error).__name__}: {error}"[:300], ha="center", va="center",
                 wrap=True, fontsize="small")
         ok = False
+    # A constrained layout fits the figure already; cropping to the tight box would lay it out and draw it twice.
+    tight = "tight" if fig.get_layout_engine() is None else None
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches=tight)
     plt.close(fig)
     return ok
 

@@ -1,4 +1,9 @@
-"""Training of the JKOnet* solvers: coupling data, one jitted epoch, periodic evaluation and history."""
+"""Training: coupling data, one jitted epoch of the JKOnet* solvers, and the epoch loop of every trained model.
+
+:func:`run_epochs` is the one training loop: the JKOnet* solvers (:func:`fit`) and the JKOnet baselines
+(:func:`jkonetstar.baselines.fit_jkonet`) hand it their compiled epoch; it owns the evaluation schedule, the
+divergence rule, model selection, timing, progress lines and the history rows.
+"""
 
 from __future__ import annotations
 
@@ -18,31 +23,58 @@ from jkonetstar.io import load_npz, save_npz
 from jkonetstar.models import SolverSpec, fit_linear, init_params, jkonet_star_loss
 
 __all__ = [
-    "TrainingData", "TrainState", "FitResult", "make_optimizer", "minibatch_index", "train_epoch", "at_source", "fit",
+    "TrainingData", "TrainState", "FitResult", "make_optimizer", "minibatch_index", "train_epoch", "at_source",
+    "run_epochs", "fit",
 ]
 
 
-class TrainingData(NamedTuple):
-    """Coupled pairs between consecutive snapshots with the density at the targets; ``m`` rows.
-
-    Attributes:
-        source: ``x_t`` ``[m, d]``. target: ``x_{t+1}`` ``[m, d]``. time: label of the target snapshot ``[m]``.
-        weight: coupling weight ``[m]`` (each snapshot pair sums to 1). rho: density of the target snapshot at
-        the target ``[m]`` (floored, > 0). grad_rho: its gradient ``[m, d]``.
-    """
-
+class _TrainingDataFields(NamedTuple):
     source: jax.Array
     target: jax.Array
     time: jax.Array
     weight: jax.Array
     rho: jax.Array
     grad_rho: jax.Array
+    tau_scale: jax.Array | None = None
+    time_input: jax.Array | None = None
+
+
+class TrainingData(_TrainingDataFields):
+    """Coupled pairs between consecutive snapshots with the density at the targets; ``m`` rows.
+
+    Attributes:
+        source: ``x_t`` ``[m, d]``. target: ``x_{t+1}`` ``[m, d]``. time: label of the target snapshot ``[m]``.
+        weight: coupling weight ``[m]`` (each snapshot pair sums to 1). rho: density of the target snapshot at
+        the target ``[m]`` (floored, > 0). grad_rho: its gradient ``[m, d]``.
+        tau_scale: the row's JKO step in units of ``tau`` ``[m]``: the loss uses ``tau * tau_scale``. Snapshots
+        at real times ``time_values`` give ``(time_values[k'] - time_values[k]) / unit`` for the transition
+        ``k -> k'`` (:func:`jkonetstar.pipeline.time_scales`); omitted (or absent from an older file): ones,
+        every transition one step of ``tau``.
+        time_input: the time a time-dependent potential ``V(x, t)`` receives at the row's target ``[m]``:
+            ``(time_values[k'] - time_values[0]) / unit``; omitted: the target label ``time`` as a float.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, source, target, time, weight, rho, grad_rho, tau_scale=None, time_input=None):
+        if hasattr(weight, "shape") and hasattr(time, "shape"):  # not for pytree placeholders (specs, sentinels)
+            xp = jnp if isinstance(weight, jax.Array) else np
+            dtype = weight.dtype if jnp.issubdtype(weight.dtype, jnp.floating) else np.float32
+            if tau_scale is None:
+                tau_scale = xp.ones(weight.shape, dtype)
+            if time_input is None:
+                time_input = (jnp if isinstance(time, jax.Array) else np).asarray(time).astype(dtype)
+        return super().__new__(cls, source, target, time, weight, rho, grad_rho, tau_scale, time_input)
 
     @classmethod
     def load(cls, path) -> "TrainingData":
-        """Reads the arrays written by :meth:`save`; raises ValueError naming the file if one is missing."""
-        arrays = load_npz(path, required=cls._fields)
-        data = cls(**{k: jnp.asarray(arrays[k]) for k in cls._fields})
+        """Reads the arrays written by :meth:`save`; raises ValueError naming the file if one is missing.
+
+        Files without ``tau_scale`` or ``time_input`` (written before they existed) read as the defaults.
+        """
+        required = cls._fields[:6]
+        arrays = load_npz(path, required=required)
+        data = cls(**{k: jnp.asarray(arrays[k]) for k in cls._fields if k in arrays})
         m = len(data.source)
         if m == 0 or any(len(a) != m for a in data) or not np.all(np.isfinite(arrays["source"])):
             raise ValueError(f"{path}: coupling arrays are empty, of unequal lengths or not finite")
@@ -176,6 +208,79 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)]))
 
 
+def run_epochs(
+    epoch_step: Callable[[TrainState, int], tuple[TrainState, jax.Array]],
+    state: TrainState,
+    *,
+    epochs: int,
+    eval_every: int,
+    evaluate: Callable[[dict], float | dict] | None = None,
+    validate: Callable[[dict], float] | None = None,
+    name: str = "model",
+    progress: Callable[[str], None] | None = None,
+    compile_seconds: float = 0.0,
+) -> FitResult:
+    """Runs ``epochs`` epochs of ``epoch_step`` from ``state`` and returns a :class:`FitResult`.
+
+    ``epoch_step(state, epoch)`` returns the state after epoch ``epoch`` (1, 2, ...) and that epoch's loss;
+    it is called once per epoch, in order. Every ``eval_every`` epochs and after the last, the loop calls
+    ``evaluate(params)`` (and ``validate(params)`` when given) and writes one progress line.
+
+    Divergence: an epoch whose loss or any parameter is not finite stops training. Its history row is kept
+    with loss, ``w1`` and ``eval_seconds`` NaN (and is not evaluated), the run is ``"diverged"``, and the
+    parameters returned are those before that epoch, the last finite ones (no model selection).
+
+    History: one row per epoch run, columns ``epoch, loss, seconds`` (the epoch's wall time, its loss read
+    back), ``w1, eval_seconds`` (NaN where not evaluated), then the other columns of ``evaluate``'s mapping
+    and ``validation_w1`` where evaluated; with ``validate``, ``selected`` (1.0 on the kept epoch) on every row.
+
+    Args:
+        evaluate: returns the W1 of a parameter set (column ``w1``) or a mapping of columns (``w1`` and others);
+            by default NaN.
+        validate: model selection: a score of a parameter set on held-out data (column ``validation_w1``); the
+            run keeps the parameters of the lowest finite score instead of the last ones.
+        name: the model's name in progress lines.
+        progress: receives one line per evaluation, and one on divergence or selection, for logs.
+        compile_seconds: reported in the result (the caller compiles ``epoch_step`` ahead of epoch 1).
+    """
+    for setting, value in (("epochs", epochs), ("eval_every", eval_every)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{setting} must be a positive integer, got {value!r}")
+    evaluate = evaluate or (lambda params: math.nan)
+    say = progress or (lambda line: None)
+    history: list[dict] = []
+    status = "ok"
+    best = (math.inf, 0, None)  # (validation score, epoch, parameters) of the best evaluation so far
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        new_state, loss = epoch_step(state, epoch)
+        loss = float(loss)
+        seconds = time.perf_counter() - start
+        row = dict(epoch=epoch, loss=loss, seconds=seconds, w1=math.nan, eval_seconds=math.nan)
+        history.append(row)
+        if not (math.isfinite(loss) and bool(_all_finite(new_state.params))):
+            status = "diverged"
+            row["loss"] = math.nan  # a diverged epoch has no loss, even where the sum stayed a number
+            say(f"{name}: epoch {epoch}: loss {loss} or parameters not finite; stopping, run recorded as diverged")
+            break
+        state = new_state
+        if epoch % eval_every == 0 or epoch == epochs:
+            start = time.perf_counter()
+            row.update(_scores(evaluate(state.params)))
+            if validate is not None:
+                row["validation_w1"] = float(validate(state.params))
+                if np.isfinite(row["validation_w1"]) and row["validation_w1"] < best[0]:
+                    best = (row["validation_w1"], epoch, state.params)
+            row["eval_seconds"] = time.perf_counter() - start
+            say(f"{name}: epoch {epoch}/{epochs} loss {loss:.4g} W1 {row['w1']:.4g} ({seconds * 1e3:.1f} ms/epoch)")
+    if validate is not None and best[2] is not None and status == "ok":
+        say(f"{name}: keeping the parameters of epoch {best[1]} (validation W1 {best[0]:.4g})")
+        for row in history:
+            row["selected"] = float(row["epoch"] == best[1])
+        return FitResult(best[2], history, status, compile_seconds)
+    return FitResult(state.params, history, status, compile_seconds)
+
+
 def fit(
     key: jax.Array,
     spec: SolverSpec,
@@ -200,9 +305,9 @@ def fit(
     """Trains solver ``spec`` on coupling ``data`` and returns a :class:`FitResult`.
 
     MLP solvers run ``epochs`` jitted epochs (compiled once, ahead of the first; compile time reported
-    apart) and call ``evaluate(params)`` every ``eval_every`` epochs and after the last. A non-finite
-    epoch loss stops training: the run is ``"diverged"`` and keeps the last finite parameters. Linear
-    solvers are solved in closed form, reported as one epoch.
+    apart) through :func:`run_epochs`, which calls ``evaluate(params)`` every ``eval_every`` epochs and after
+    the last. A non-finite epoch loss or parameter stops training: the run is ``"diverged"`` and keeps the
+    last finite parameters. Linear solvers are solved in closed form, reported as one epoch.
 
     Args:
         key: PRNG key for initialisation and shuffling.
@@ -225,13 +330,11 @@ def fit(
     for name, value in (("learning_rate", learning_rate), ("tau", tau), ("clip_norm", clip_norm)):
         if not (np.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    evaluate = evaluate or (lambda params: math.nan)
-    say = progress or (lambda line: None)
-    history: list[dict] = []
-
     if gradient_at not in (None, "source", "target"):
         raise ValueError(f"unknown gradient_at {gradient_at!r}: choose 'source' or 'target'")
     if spec.parametrisation == "linear":
+        evaluate = evaluate or (lambda params: math.nan)
+        say = progress or (lambda line: None)
         start = time.perf_counter()
         params, loss = fit_linear(spec, data, tau=tau, ridge=ridge, gradient_at=gradient_at or "source",
                                   feature_options=feature_options)
@@ -239,7 +342,7 @@ def fit(
         seconds = time.perf_counter() - start
         start = time.perf_counter()
         scores = _scores(evaluate(params))
-        history.append(dict(epoch=1, loss=loss, seconds=seconds, **scores, eval_seconds=time.perf_counter() - start))
+        history = [dict(epoch=1, loss=loss, seconds=seconds, **scores, eval_seconds=time.perf_counter() - start)]
         status = "ok" if np.isfinite(loss) else "diverged"
         say(f"{spec.name}: closed-form solve in {seconds:.2f} s, loss {loss:.4g}, W1 {scores['w1']:.4g}")
         return FitResult(params, history, status, 0.0)
@@ -263,33 +366,6 @@ def fit(
     compiled = epoch_fn.lower(state, jax.random.fold_in(key_shuffle, 0), data).compile()
     compile_seconds = time.perf_counter() - start
 
-    status = "ok"
-    best = (math.inf, 0, None)  # (validation W1, epoch, parameters) of the best evaluation so far
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        new_state, loss = compiled(state, jax.random.fold_in(key_shuffle, epoch), data)
-        loss = float(loss)
-        seconds = time.perf_counter() - start
-        row = dict(epoch=epoch, loss=loss, seconds=seconds, w1=math.nan, eval_seconds=math.nan)
-        if not (np.isfinite(loss) and bool(_all_finite(new_state.params))):
-            status = "diverged"
-            history.append(row)
-            say(f"{spec.name}: epoch {epoch}: loss {loss} or parameters not finite; stopping, run recorded as diverged")
-            break
-        state = new_state
-        if epoch % eval_every == 0 or epoch == epochs:
-            start = time.perf_counter()
-            row.update(_scores(evaluate(state.params)))
-            if validate is not None:
-                row["validation_w1"] = float(validate(state.params))
-                if np.isfinite(row["validation_w1"]) and row["validation_w1"] < best[0]:
-                    best = (row["validation_w1"], epoch, state.params)
-            row["eval_seconds"] = time.perf_counter() - start
-            say(f"{spec.name}: epoch {epoch}/{epochs} loss {loss:.4g} W1 {row['w1']:.4g} ({seconds * 1e3:.1f} ms/epoch)")
-        history.append(row)
-    if validate is not None and best[2] is not None and status == "ok":
-        say(f"{spec.name}: keeping the parameters of epoch {best[1]} (validation W1 {best[0]:.4g})")
-        for row in history:
-            row["selected"] = float(row["epoch"] == best[1])
-        return FitResult(best[2], history, status, compile_seconds)
-    return FitResult(state.params, history, status, compile_seconds)
+    return run_epochs(lambda state, epoch: compiled(state, jax.random.fold_in(key_shuffle, epoch), data), state,
+                      epochs=epochs, eval_every=eval_every, evaluate=evaluate, validate=validate, name=spec.name,
+                      progress=progress, compile_seconds=compile_seconds)

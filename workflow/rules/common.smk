@@ -1,9 +1,13 @@
 import itertools
 import math
+import os
+import tempfile
 
+import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from jkonetstar import methods  # the method registry: standard library only, no JAX at parse time
 
 if not config:
 
@@ -34,13 +38,34 @@ def _renamed_pairing_settings():
 
 
 for _where in _renamed_pairing_settings():
-    raise WorkflowError(f"invalid config setting {_where}: pairing 'unpaired' is now called 'shuffled' (paired data "
-                        "with the order lost): use 'shuffled', or 'independent' for snapshots that share no particle")
+    raise WorkflowError(
+        f"invalid config setting {_where}: pairing 'unpaired' is now called 'shuffled' (paired data "
+        "with the order lost): use 'shuffled', or 'independent' for snapshots that share no particle"
+    )
 
+
+def registry_schema(path):
+    """The config schema with the registry's method names filled in (a method's hyper-parameters follow the
+    schema's $defs of its family); written to a temporary file, the form snakemake.utils.validate reads."""
+    with open(path) as f:
+        schema = yaml.safe_load(f)
+    schema["properties"]["solvers"]["properties"] = {
+        name: {"$ref": f"#/$defs/{spec.family}", "default": {}} for name, spec in methods.METHODS.items()
+    }
+    schema["$defs"]["solver_name"]["enum"] = methods.names()
+    schema["$defs"]["baseline_name"]["enum"] = methods.names("jkonet")
+    with tempfile.NamedTemporaryFile("w", suffix=".schema.yaml", delete=False) as f:
+        yaml.safe_dump(schema, f)
+    return f.name
+
+
+_schema = registry_schema(f"{workflow.basedir}/schemas/config.schema.yaml")
 try:
-    validate(config, schema="../schemas/config.schema.yaml")
+    validate(config, schema=_schema)
 except WorkflowError as error:
     raise WorkflowError(_config_error(error)) from None
+finally:
+    os.unlink(_schema)
 
 if (config["couplings"]["method"] == "sinkhorn") != (config["couplings"]["epsilon"] is not None):
     raise WorkflowError(
@@ -48,83 +73,106 @@ if (config["couplings"]["method"] == "sinkhorn") != (config["couplings"]["epsilo
         f"(method={config['couplings']['method']!r}, epsilon={config['couplings']['epsilon']!r})"
     )
 
-# Largest feature count of the closed-form solvers: jkonetstar.features.MAX_FEATURES (not imported here, which
-# would load JAX at every parse; tests/test_experiments.py checks that the two agree).
-MAX_LINEAR_FEATURES = 5000
 
-
-def _linear_feature_count(solver, dim):
-    options = config["solvers"][solver].get("features", {})
-    degree, rbf_per_dim = options.get("degree", 4), options.get("rbf_per_dim", 10)
-    return (degree + 1) ** dim - 1 + rbf_per_dim**dim
+def linear_feature_count(solver, dim, overrides=None):
+    """Feature count of a closed-form solver's map in dimension ``dim`` (jkonetstar.methods.feature_count)."""
+    options = {**methods.FEATURE_DEFAULTS, **config["solvers"][solver].get("features", {}), **(overrides or {})}
+    return methods.feature_count(dim, options["degree"], options["rbf_per_dim"])
 
 
 for _name, _grid in config["experiments"].items():
     for _solver in _grid["solvers"]:
-        if "linear" not in _solver:
+        if not methods.get(_solver).closed_form:
             continue
-        _too_big = [d for d in _grid["dims"] if _linear_feature_count(_solver, d) > MAX_LINEAR_FEATURES]
+        _too_big = [d for d in _grid["dims"] if linear_feature_count(_solver, d) > methods.MAX_FEATURES]
         if _too_big:
             raise WorkflowError(
                 f"invalid config setting experiments.{_name}.dims: linear solver {_solver!r} cannot run in "
-                f"d = {_too_big} ({_linear_feature_count(_solver, min(_too_big))} features > "
-                f"{MAX_LINEAR_FEATURES}; linear features suit d <= 3); use jkonet-star-potential there"
+                f"d = {_too_big} ({linear_feature_count(_solver, min(_too_big))} features > "
+                f"{methods.MAX_FEATURES}; linear features suit d <= 3); use jkonet-star-potential there"
             )
 
 
-# Readable wildcard paths: one directory level per setting.
+# Readable wildcard paths: one directory level per setting. A coupled dataset {data} is synthetic
+# (SYNTHETIC_DATA: a simulated DATASET with its pairing and coupling) or real (REAL_DATA: a dataset of the
+# config's `rna`/`datasets` sections and the run's seed); the couplings, train, evaluate and table rules take
+# both, their differences being params (data_kind and the *_settings functions below).
+#
+#   results/data/<DATASET>/population.npz                       simulated (rules simulate, simulate_independent)
+#   results/data/<REAL_DATASET>/population.npz                  read (rule read_dataset), snapshots 0..T
+#   results/data/<data>/{train_couplings,test_population,...}   rule couplings
+#   results/runs/<data>/solver~<m>/{model.npz,metrics.json,...} rules train, evaluate
+#   results/tables/<experiment>.csv, results/tables/datasets/<name>.csv (+ _history.csv)   rule table
 DATASET = "potential~{potential}/interaction~{interaction}/beta~{beta}/dim~{dim}/n~{n}/seed~{seed}"
-COUPLED = f"{DATASET}/pairing~{{pairing}}/ot~{{ot}}"
-RUN = f"{COUPLED}/solver~{{solver}}"
+SYNTHETIC_DATA = f"{DATASET}/pairing~{{pairing}}/ot~{{ot}}"
+REAL_DATASET = "dataset~{dataset}"
+REAL_DATA = f"{REAL_DATASET}/seed~{{seed}}"
+COUPLED = "{data}"
+RUN = "{data}/solver~{solver}"
 
 # Library files each stage runs: declared as inputs so that a content change reruns exactly the
 # stages that use them (profiles set rerun-triggers without `code`; a touch alone reruns nothing).
+_CORE = ["src/jkonetstar/__init__.py", "src/jkonetstar/jobs.py", "src/jkonetstar/io.py"]
 CODE = {
     "simulate": [
         "workflow/scripts/simulate.py",
-        "src/jkonetstar/__init__.py",
+        *_CORE,
         "src/jkonetstar/pipeline.py",
         "src/jkonetstar/simulate.py",
         "src/jkonetstar/energies.py",
-        "src/jkonetstar/io.py",
     ],
+    "read_dataset": ["workflow/scripts/read_dataset.py", *_CORE, "src/jkonetstar/data.py"],
     "couplings": [
         "workflow/scripts/couplings.py",
+        *_CORE,
         "src/jkonetstar/pipeline.py",
         "src/jkonetstar/split.py",
         "src/jkonetstar/couplings.py",
         "src/jkonetstar/density.py",
-        "src/jkonetstar/io.py",
     ],
     "train": [
         "workflow/scripts/train.py",
+        *_CORE,
         "src/jkonetstar/pipeline.py",
+        "src/jkonetstar/methods.py",
         "src/jkonetstar/baselines.py",
         "src/jkonetstar/training.py",
         "src/jkonetstar/models.py",
         "src/jkonetstar/features.py",
         "src/jkonetstar/metrics.py",
-        "src/jkonetstar/io.py",
     ],
     "evaluate": [
         "workflow/scripts/evaluate.py",
+        *_CORE,
         "src/jkonetstar/pipeline.py",
+        "src/jkonetstar/methods.py",
         "src/jkonetstar/baselines.py",
         "src/jkonetstar/models.py",
         "src/jkonetstar/features.py",
         "src/jkonetstar/metrics.py",
         "src/jkonetstar/energies.py",
         "src/jkonetstar/plots.py",
-        "src/jkonetstar/io.py",
     ],
-    "table": ["workflow/scripts/table.py", "src/jkonetstar/io.py"],
+    "table": ["workflow/scripts/table.py", *_CORE],
     "figure": [
         "workflow/scripts/figure.py",
+        *_CORE,
         "src/jkonetstar/figures.py",
         "src/jkonetstar/plots.py",
-        "src/jkonetstar/io.py",
+        "src/jkonetstar/methods.py",
+    ],
+    "rna_table": ["workflow/scripts/rna_table.py", *_CORE, "src/jkonetstar/figures.py", "src/jkonetstar/published.csv"],
+    "rna_figure": [
+        "workflow/scripts/rna_figure.py",
+        *_CORE,
+        "src/jkonetstar/pipeline.py",
+        "src/jkonetstar/models.py",
+        "src/jkonetstar/figures.py",
+        "src/jkonetstar/plots.py",
+        "src/jkonetstar/published.csv",
     ],
 }
+CODE["prediction"] = [*CODE["figure"], "workflow/scripts/prediction.py"]
 
 
 def beta_label(beta):
@@ -143,10 +191,25 @@ def grid_couplings(grid):
     return [ot_label(c) for c in grid.get("couplings", [default])]
 
 
-def coupling_settings(wildcards):
-    """Per-job slice of the config: the couplings section with the method and epsilon of ``wildcards.ot``."""
-    method, _, epsilon = wildcards.ot.partition("-")
-    return settings({**config["couplings"], "method": method, "epsilon": float(epsilon) if epsilon else None})
+def settings(value):
+    """Returns ``value`` with every mapping's keys sorted, so that a job's params (compared between runs
+    by their repr) do not change when keys are reordered in a config file."""
+    if isinstance(value, dict):
+        return {key: settings(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [settings(item) for item in value]
+    return value
+
+
+def config_slice(*path, keys=None):
+    """Returns ``config[path...]`` (restricted to ``keys``) as sorted settings: a job's slice of the config."""
+    value = config
+    for part in path:
+        value = value[part]
+    return settings({key: value[key] for key in keys} if keys else value)
+
+
+# ---- synthetic experiments ----
 
 
 def experiment_runs(name):
@@ -178,13 +241,16 @@ def experiment_runs(name):
 
 
 def run_files(name, filename):
-    """Returns ``results/runs/<run>/<filename>`` for every run of experiment ``name``."""
-    return [f"results/runs/{RUN.format(**run)}/{filename}" for run in experiment_runs(name)]
+    """Returns ``results/runs/<data>/solver~<solver>/<filename>`` for every run of experiment ``name``."""
+    return [
+        f"results/runs/{SYNTHETIC_DATA.format(**run)}/solver~{run['solver']}/{filename}"
+        for run in experiment_runs(name)
+    ]
 
 
 def coupled_files(name, filename):
-    """Returns ``results/data/<coupled data>/<filename>`` for every run of experiment ``name``."""
-    return [f"results/data/{COUPLED.format(**run)}/{filename}" for run in experiment_runs(name)]
+    """Returns ``results/data/<data>/<filename>`` for every run of experiment ``name``."""
+    return [f"results/data/{SYNTHETIC_DATA.format(**run)}/{filename}" for run in experiment_runs(name)]
 
 
 def experiment_outputs(name):
@@ -201,98 +267,12 @@ def prediction_outputs():
     return ["results/tables/prediction.csv"] + [f"results/figures/prediction.{kind}" for kind in ("png", "pdf")]
 
 
-def _choices(values):
-    return "|".join(sorted({str(v).replace(".", r"\.") for v in values}, key=len, reverse=True))
-
-
-def _grid_values(key):
-    parts = [p for grid in config["experiments"].values() for p in [grid, *grid.get("subsets", [])]]
-    return [value for part in parts for value in part.get(key, [])]
-
-
-wildcard_constraints:
-    potential=_choices(_grid_values("potentials")),
-    interaction=_choices(_grid_values("interactions")),
-    beta=_choices(beta_label(b) for b in _grid_values("betas")),
-    dim=_choices(_grid_values("dims")),
-    n=_choices(_grid_values("n_particles")),
-    seed=_choices(_grid_values("seeds")),
-    pairing=_choices(_grid_values("pairings")),
-    ot=_choices(label for grid in config["experiments"].values() for label in grid_couplings(grid)),
-    solver=_choices(_grid_values("solvers")),
-    experiment=_choices(config["experiments"]),
-
-
-def settings(value):
-    """Returns ``value`` with every mapping's keys sorted, so that a job's params (compared between runs
-    by their repr) do not change when keys are reordered in a config file."""
-    if isinstance(value, dict):
-        return {key: settings(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [settings(item) for item in value]
-    return value
-
-
-def config_slice(*path, keys=None):
-    """Returns ``config[path...]`` (restricted to ``keys``) as sorted settings: a job's slice of the config."""
-    value = config
-    for part in path:
-        value = value[part]
-    return settings({key: value[key] for key in keys} if keys else value)
-
-
-# Evaluation settings of the JKOnet* solvers (jkonetstar.pipeline.PREDICT_OPTIONS; tests/test_experiments.py
-# checks that the two agree): rule evaluate receives them, rule train never does, so choosing them never retrains.
-PREDICT_OPTIONS = ("predict_step", "implicit_tolerance", "implicit_max_iterations")
-
-
-def predict_options(wildcards):
-    """Prediction settings of a run: the JKOnet baselines' step and inner loop, or the JKOnet* solvers'
-    PREDICT_OPTIONS (absent ones take the library defaults)."""
-    hp = config["solvers"][wildcards.solver]
-    if "inner_steps" in hp:
-        return {"step": hp["predict_step"], "inner_steps": hp["inner_steps"], "inner_learning_rate": hp["inner_learning_rate"]}
-    return settings({key: hp[key] for key in PREDICT_OPTIONS if key in hp})
-
-
 def experiment_solvers(name):
     """Returns the solvers of experiment ``name``: its grid's, then those only its subsets use."""
     grid = config["experiments"][name]
     subsets = [solver for subset in grid.get("subsets", []) for solver in subset["solvers"]]
     return list(dict.fromkeys(grid["solvers"] + subsets))
 
-
-def solver_hp(wildcards):
-    """Per-job slice of the config: the training hyper-parameters of this run's solver (prediction settings
-    of the JKOnet* solvers excluded: they are evaluation settings)."""
-    hp = config_slice("solvers", wildcards.solver)
-    if "inner_steps" in hp:  # the JKOnet baselines evaluate with their own step during training
-        return hp
-    return {key: value for key, value in hp.items() if key not in PREDICT_OPTIONS}
-
-
-def train_runtime(wildcards):
-    """Generous wall-time estimate of one training job, in minutes (for cluster schedulers)."""
-    hp = config["solvers"][wildcards.solver]
-    if "linear" in wildcards.solver:
-        return 30
-    if "inner_steps" in hp:  # JKOnet baselines: seconds per epoch, not milliseconds
-        return 10 + math.ceil(hp["epochs"] * 5 * int(wildcards.n) / 2000 / 60)
-    pairs = int(wildcards.n) * config["data"]["n_steps"]
-    per_epoch = 2e-6 * pairs * (hp["batch_size"] if wildcards.solver == "jkonet-star" else 1)
-    return 10 + math.ceil(2 * hp["epochs"] * per_epoch / 60)
-
-
-# ---- helpers of rules/couplings.smk ----
-
-def pairing_population(wildcards):
-    """The population a pairing is drawn from: the independent snapshots (rule simulate_independent) for
-    ``independent``, else the paired one (rule simulate)."""
-    name = "independent_population.npz" if wildcards.pairing == "independent" else "population.npz"
-    return f"results/data/{DATASET.format(**dict(wildcards.items()))}/{name}"
-
-
-# ---- helpers of rules/figures.smk ----
 
 def figure_extra(wildcards):
     """The config slice an experiment's caption needs beyond its grid, solvers and data settings."""
@@ -301,82 +281,22 @@ def figure_extra(wildcards):
     return {}
 
 
-# ---- helpers of rules/realdata.smk ----
-
-# Real population time courses: the single-cell RNA experiment of the paper (Sec. 4.4, config section `rna`)
-# and the user's own datasets (config section `datasets`). Both run the same stages as the synthetic
-# experiments: read -> split (within every snapshot; by particle for paired data; none for pre-split data)
-# -> OT couplings + densities -> train -> evaluate. A dataset's `pairing` says whether its rows are paired
-# across snapshots (particle ids), `test_path` (or the train_*/test_* directory form) that it comes split.
-#
-#   results/datasets/<name>/population.npz                    the data as read (snapshots renumbered 0..T)
-#   results/datasets/<name>/seed~<s>/{train_couplings,test_population,density}.npz
-#   results/datasets/<name>/seed~<s>/solver~<solver>/{model.npz,history.csv,fit.json,metrics.json,*.png}
-#   results/tables/datasets/<name>.csv                        every run's metrics (user datasets)
-#   results/tables/rna.csv, results/figures/rna.{png,pdf}     the RNA table and figure (paper Fig. 5)
-#
-# The RNA data is not part of the repository. Where `rna.path` (or `--config rna_path=...`) is null or
-# missing, the RNA targets are left out with one message and everything else builds.
+# ---- real datasets ----
+# The single-cell RNA experiment of the paper (Sec. 4.4, config section `rna`) and the user's own datasets
+# (config section `datasets`): read -> split (within every snapshot; by particle for paired data; none for
+# pre-split data) -> OT couplings + densities -> train -> evaluate, the synthetic experiments' rules. A
+# dataset's `pairing` says whether its rows are paired across snapshots (particle ids), `test_path` (or the
+# train_*/test_* directory form) that it comes split. The RNA data is not part of the repository: where
+# `rna.path` (or `--config rna_path=...`) is null or missing, the RNA targets are left out with one message
+# and everything else builds.
 import sys
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
-from jkonetstar.data import RNA_HELP, SPLIT_FILES
+from jkonetstar import data as data_lib  # numpy and pandas: the formats' header-only peeks
 
 REPO_ROOT = Path(workflow.basedir).parent
 RNA_DEFAULT_LOCATION = "data/eb_rna_pca5"
-REALDATA = "results/datasets/{dataset}"
-REALDATA_SEED = f"{REALDATA}/seed~{{seed}}"
-REALDATA_RUN = f"{REALDATA_SEED}/solver~{{solver}}"
 RNA_OUTPUTS = ["results/tables/rna.csv", "results/figures/rna.png", "results/figures/rna.pdf"]
-
-REALDATA_CODE = {
-    "population": [
-        "workflow/scripts/dataset_population.py",
-        "src/jkonetstar/data.py",
-        "src/jkonetstar/io.py",
-    ],
-    "couplings": [
-        "workflow/scripts/dataset_couplings.py",
-        "src/jkonetstar/pipeline.py",
-        "src/jkonetstar/split.py",
-        "src/jkonetstar/couplings.py",
-        "src/jkonetstar/density.py",
-        "src/jkonetstar/io.py",
-    ],
-    "train": [
-        "workflow/scripts/train.py",
-        "src/jkonetstar/pipeline.py",
-        "src/jkonetstar/baselines.py",
-        "src/jkonetstar/training.py",
-        "src/jkonetstar/models.py",
-        "src/jkonetstar/features.py",
-        "src/jkonetstar/metrics.py",
-        "src/jkonetstar/io.py",
-    ],
-    "evaluate": [
-        "workflow/scripts/dataset_evaluate.py",
-        "src/jkonetstar/pipeline.py",
-        "src/jkonetstar/baselines.py",
-        "src/jkonetstar/models.py",
-        "src/jkonetstar/features.py",
-        "src/jkonetstar/metrics.py",
-        "src/jkonetstar/plots.py",
-        "src/jkonetstar/io.py",
-    ],
-    "table": ["workflow/scripts/dataset_table.py", "src/jkonetstar/io.py"],
-    "rna_table": ["workflow/scripts/rna_table.py", "src/jkonetstar/io.py"],
-    "rna_figure": [
-        "workflow/scripts/rna_figure.py",
-        "src/jkonetstar/pipeline.py",
-        "src/jkonetstar/models.py",
-        "src/jkonetstar/figures.py",
-        "src/jkonetstar/plots.py",
-        "src/jkonetstar/io.py",
-    ],
-}
 
 
 def _data_location(path):
@@ -385,116 +305,67 @@ def _data_location(path):
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def _is_split_directory(location):
-    return location.is_dir() and all((location / name).is_file() for name in SPLIT_FILES)
-
-
-def _data_files(location, test_location=None):
-    """The files a data location stands for (inputs of the reading rule, so that new data reruns it)."""
-    if test_location is not None:
-        return _data_files(location) + _data_files(test_location)
-    if _is_split_directory(location):
-        return [str(location / name) for name in SPLIT_FILES]
-    if location.is_dir():
-        return [str(location / "data.npy"), str(location / "sample_labels.npy")]
-    return [str(location)]
-
-
-def _csv_header(location):
-    with open(location) as f:
-        return f.readline().strip().split(",")
-
-
-def _has_particle_ids(location, particle_column):
-    """Whether a data file has particle ids (npz array particle, CSV column particle_column), from its header."""
-    if location.suffix == ".csv" and location.is_file():
-        return particle_column in _csv_header(location)
-    if location.suffix == ".npz" and location.is_file():
-        with zipfile.ZipFile(location) as archive:
-            return "particle.npy" in archive.namelist()
-    return False
-
-
-def _data_dim(location, time_column, n_pcs, particle_column="particle"):
-    """The dimension of a data file, read from its header only (to check settings before any job runs)."""
-    if _is_split_directory(location):
-        return np.load(location / "train_data.npy", mmap_mode="r").shape[1]
-    if location.is_dir():
-        return np.load(location / "data.npy", mmap_mode="r").shape[1]
-    if location.suffix == ".csv":
-        return len([c for c in _csv_header(location) if c not in (time_column, particle_column)])
-    if location.suffix == ".npz":
-        with zipfile.ZipFile(location) as archive:
-            names = archive.namelist()
-            if "pcs.npy" in names:
-                return n_pcs
-            for name in ("X.npy", "x.npy"):
-                if name in names:
-                    with archive.open(name) as f:
-                        version = np.lib.format.read_magic(f)
-                        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                       else np.lib.format.read_array_header_2_0)
-                        shape = read_header(f)[0]
-                    return shape[1] if len(shape) == 2 else None
-    return None  # an unknown form: load_population names the problem in the job
+def _read_options(section):
+    """The `datasets:` settings jkonetstar.data reads a file with (jkonetstar.data.Options)."""
+    return {key: section[key] for key in data_lib.Options._fields if key in section}
 
 
 def _check_real_dataset(where, section, location, test_location=None):
     """Raises WorkflowError naming the setting when a dataset's settings cannot work."""
     if test_location is not None and not test_location.exists():
         raise WorkflowError(f"invalid config setting {where}.test_path: {test_location} not found")
-    if test_location is not None and _is_split_directory(location):
-        raise WorkflowError(f"invalid config setting {where}.test_path: {location} is split already (train_*.npy, "
-                            "test_*.npy); give no test_path")
+    if test_location is not None and data_lib.is_split_directory(location):
+        raise WorkflowError(
+            f"invalid config setting {where}.test_path: {location} is split already (train_*.npy, "
+            "test_*.npy); give no test_path"
+        )
+    peek = data_lib.peek(location, test_location, **_read_options(section))
     if section["pairing"] in ("paired", "shuffled"):
         parts = [location] + ([test_location] if test_location is not None else [])
-        missing = [str(p) for p in parts if not _has_particle_ids(p, section["particle_column"])]
+        missing = [str(p) for p in parts if not data_lib.peek(p, **_read_options(section)).particle_ids]
         if missing:
             raise WorkflowError(
                 f"invalid config setting {where}.pairing: {section['pairing']!r} needs particle ids in {missing[0]} "
                 f"(an npz array 'particle' or a CSV column {section['particle_column']!r}); use independent"
             )
-    for solver in section["solvers"]:
-        if solver not in config["solvers"]:
-            raise WorkflowError(
-                f"invalid config setting {where}.solvers: solver {solver!r} has no hyper-parameters under "
-                f"solvers: (have {sorted(config['solvers'])})"
-            )
-    for baseline in section.get("baselines", []):
-        if baseline not in config["solvers"]:
-            raise WorkflowError(
-                f"invalid config setting {where}.baselines: baseline {baseline!r} has no hyper-parameters under "
-                f"solvers: (have {sorted(config['solvers'])})"
-            )
+    for key in ("solvers", "baselines"):
+        for method in section.get(key, []):
+            if method not in config["solvers"]:
+                raise WorkflowError(
+                    f"invalid config setting {where}.{key}: {key[:-1]} {method!r} has no hyper-parameters under "
+                    f"solvers: (have {sorted(config['solvers'])})"
+                )
     couplings = section["couplings"]
     if (couplings["method"] == "sinkhorn") != (couplings.get("epsilon") is not None):
         raise WorkflowError(
             f"invalid config setting {where}.couplings.epsilon: give epsilon > 0 exactly when method is sinkhorn"
         )
-    linear = [s for s in section["solvers"] if "linear" in s]
-    if linear and location.exists():
-        dim = _data_dim(location, section["time_column"], section["n_pcs"], section["particle_column"])
-        for solver in linear:
-            options = {**config["solvers"][solver].get("features", {}), **section["training"].get("features", {})}
-            size = (options.get("degree", 4) + 1) ** (dim or 1) - 1 + options.get("rbf_per_dim", 10) ** (dim or 1)
-            if dim is not None and size > globals().get("MAX_LINEAR_FEATURES", 5000):
-                raise WorkflowError(
-                    f"invalid config setting {where}.solvers: linear solver {solver!r} cannot run on {location} "
-                    f"(d = {dim}: {size} features, more than {globals().get('MAX_LINEAR_FEATURES', 5000)}); "
-                    "use an MLP solver such as jkonet-star-potential"
-                )
+    for solver in section["solvers"]:
+        if not methods.get(solver).closed_form or peek.dim is None:
+            continue
+        size = linear_feature_count(solver, peek.dim, section["training"].get("features"))
+        if size > methods.MAX_FEATURES:
+            raise WorkflowError(
+                f"invalid config setting {where}.solvers: linear solver {solver!r} cannot run on {location} "
+                f"(d = {peek.dim}: {size} features, more than {methods.MAX_FEATURES}); "
+                "use an MLP solver such as jkonet-star-potential"
+            )
 
 
-def _real_dataset(name, where, section, location):
+def _real_dataset(where, section, location):
     test_location = _data_location(section["test_path"]) if section.get("test_path") else None
     _check_real_dataset(where, section, location, test_location)
     return {
         "where": where,
-        "files": _data_files(location, test_location),
+        "files": data_lib.files(location, test_location),
         "settings": section,
-        "source": {"location": str(location), "time_column": section["time_column"], "n_pcs": section["n_pcs"],
-                   "particle_column": section["particle_column"],
-                   "test_location": str(test_location) if test_location is not None else None},
+        "source": {
+            "location": str(location),
+            "time_column": section["time_column"],
+            "n_pcs": section["n_pcs"],
+            "particle_column": section["particle_column"],
+            "test_location": str(test_location) if test_location is not None else None,
+        },
     }
 
 
@@ -505,16 +376,18 @@ if "rna" in config:
     _rna_location = _data_location(_rna_path) if _rna_path else None
     if _rna_location is None:
         RNA_SKIPPED = "no data configured (rna.path is null)"
-    elif not (_rna_location.is_file() or (_rna_location / "data.npy").is_file() or _is_split_directory(_rna_location)):
+    elif not (
+        _rna_location.is_file() or (_rna_location / "data.npy").is_file() or data_lib.is_split_directory(_rna_location)
+    ):
         RNA_SKIPPED = f"{_rna_location} not found"
     else:
-        REAL_DATASETS["rna"] = _real_dataset("rna", "rna", config["rna"], _rna_location)
+        REAL_DATASETS["rna"] = _real_dataset("rna", config["rna"], _rna_location)
 elif config.get("rna_path"):
     raise WorkflowError("invalid config setting rna_path: it overrides rna.path, but the config has no rna: section")
 if RNA_SKIPPED:
     print(
         f"NOTE: single-cell RNA experiment (targets rna, results/tables/rna.csv) skipped: {RNA_SKIPPED}. It needs "
-        f"{RNA_HELP}. Put it at {RNA_DEFAULT_LOCATION}/ (git-ignored) or pass --config rna_path=/path/to/it; "
+        f"{data_lib.RNA_HELP}. Put it at {RNA_DEFAULT_LOCATION}/ (git-ignored) or pass --config rna_path=/path/to/it; "
         "every other target still builds.",
         file=sys.stderr,
     )
@@ -525,7 +398,7 @@ for _name, _section in config.get("datasets", {}).items():
     _location = _data_location(_section["path"])
     if not _location.exists():
         raise WorkflowError(f"invalid config setting datasets.{_name}.path: {_location} not found")
-    REAL_DATASETS[_name] = _real_dataset(_name, f"datasets.{_name}", _section, _location)
+    REAL_DATASETS[_name] = _real_dataset(f"datasets.{_name}", _section, _location)
 
 
 def real_dataset_runs(name):
@@ -542,7 +415,9 @@ def real_dataset_runs(name):
 
 
 def real_dataset_files(name, filename):
-    return [f"{REALDATA_RUN.format(**run)}/{filename}" for run in real_dataset_runs(name)]
+    return [
+        f"results/runs/{REAL_DATA.format(**run)}/solver~{run['solver']}/{filename}" for run in real_dataset_runs(name)
+    ]
 
 
 def realdata_outputs(which="all"):
@@ -558,34 +433,15 @@ def realdata_outputs(which="all"):
     return outputs
 
 
-def realdata_hp(wildcards):
-    """Per-job slice: the method's hyper-parameters with the dataset's `training` overrides (and, for a JKOnet
-    baseline, its `baseline_training` overrides on top)."""
-    section, hp = REAL_DATASETS[wildcards.dataset]["settings"], config["solvers"][wildcards.solver]
-    if wildcards.solver in section.get("baselines", []):  # only the training keys a baseline has (no features...)
+def realdata_hp(dataset, solver):
+    """The method's hyper-parameters with the dataset's `training` overrides (and, for a JKOnet baseline, its
+    `baseline_training` overrides on top)."""
+    section, hp = REAL_DATASETS[dataset]["settings"], config["solvers"][solver]
+    if solver in section.get("baselines", []):  # only the training keys a baseline has (no features...)
         overrides = {k: v for k, v in section["training"].items() if k in hp}
         return settings({**hp, **overrides, **section.get("baseline_training", {})})
-    # Prediction settings are evaluation settings, read by the dataset_evaluate jobs, never a training input.
+    # Prediction settings are evaluation settings, read by the evaluate jobs, never a training input.
     return settings({k: v for k, v in {**hp, **section["training"]}.items() if k not in PREDICT_OPTIONS})
-
-
-def split_seed(wildcards):
-    """The seed of a real dataset's split and mixtures: its `split_seed` (one split for every run), else the run's."""
-    fixed = REAL_DATASETS[wildcards.dataset]["settings"].get("split_seed")
-    return int(wildcards.seed) if fixed is None else int(fixed)
-
-
-def _realdata_slice(key):
-    return lambda wildcards: settings(REAL_DATASETS[wildcards.dataset]["settings"][key])
-
-
-REALDATA_CONSTRAINTS = dict(
-    dataset="|".join(sorted(REAL_DATASETS, key=len, reverse=True)) or "(?!)",
-    seed=r"\d+",
-    solver="|".join(sorted({s for d in REAL_DATASETS.values()
-                            for s in d["settings"]["solvers"] + d["settings"].get("baselines", [])}, key=len,
-                           reverse=True)) or "(?!)",
-)
 
 
 def rna_protocols():
@@ -594,28 +450,260 @@ def rna_protocols():
     protocols = {}
     for method in section["solvers"] + section.get("baselines", []):
         baseline = method in section.get("baselines", [])
-        protocols[method] = (
-            f"60/40 split within each time point (test ratio {section['test_ratio']}; "
-            + ("a split per seed" if section.get("split_seed") is None else f"one split, seed {section['split_seed']}")
-            + "), one-step-ahead W1 on the "
-            f"test split, {realdata_hp(dict_wildcards('rna', solver=method))['epochs']} epochs"
-            + ("; training snapshots subsampled at random to the smallest" if baseline else "")
+        protocols[method] = f"60/40 split within each time point (test ratio {section['test_ratio']}; " + (
+            "a split per seed" if section.get("split_seed") is None else f"one split, seed {section['split_seed']}"
+        ) + "), one-step-ahead W1 on the " f"test split, {realdata_hp('rna', method)['epochs']} epochs" + (
+            "; training snapshots subsampled at random to the smallest" if baseline else ""
         )
     return protocols
 
 
-def dict_wildcards(dataset, seed=None, solver=None):
-    """Wildcards-like object of the first run of ``dataset`` (for its aggregate rules)."""
-    section = REAL_DATASETS[dataset]["settings"]
-
-    class _W:
-        pass
-
-    w = _W()
-    w.dataset, w.seed, w.solver = dataset, seed or section["seeds"][0], solver or section["solvers"][0]
-    return w
+def rna_first():
+    """The run the RNA figure draws: the first seed of the first solver."""
+    section = REAL_DATASETS["rna"]["settings"]
+    return {"dataset": "rna", "seed": section["seeds"][0], "solver": section["solvers"][0]}
 
 
-def _rna_first(filename):
-    w = dict_wildcards("rna")
-    return f"{REALDATA_RUN.format(dataset='rna', seed=w.seed, solver=w.solver)}/{filename}"
+def rna_first_data(filename):
+    return f"results/data/{REAL_DATA.format(**rna_first())}/{filename}"
+
+
+def rna_first_run(filename):
+    return f"results/runs/{REAL_DATA.format(**rna_first())}/solver~{rna_first()['solver']}/{filename}"
+
+
+# ---- wildcards ----
+
+
+def _choices(values):
+    return "|".join(sorted({str(v).replace(".", r"\.") for v in values}, key=len, reverse=True)) or "(?!)"
+
+
+def _grid_values(key):
+    parts = [p for grid in config["experiments"].values() for p in [grid, *grid.get("subsets", [])]]
+    return [value for part in parts for value in part.get(key, [])]
+
+
+_SYNTHETIC_CHOICES = dict(
+    potential=_choices(_grid_values("potentials")),
+    interaction=_choices(_grid_values("interactions")),
+    beta=_choices(beta_label(b) for b in _grid_values("betas")),
+    dim=_choices(_grid_values("dims")),
+    n=_choices(_grid_values("n_particles")),
+    seed=_choices(_grid_values("seeds")),
+    pairing=_choices(_grid_values("pairings")),
+    ot=_choices(label for grid in config["experiments"].values() for label in grid_couplings(grid)),
+)
+_REAL_CHOICES = dict(dataset=_choices(REAL_DATASETS), seed=r"\d+")
+_METHODS = _grid_values("solvers") + [
+    m for d in REAL_DATASETS.values() for m in d["settings"]["solvers"] + d["settings"].get("baselines", [])
+]
+
+
+def _data_pattern(template, choices):
+    return template.format(**{key: f"(?:{value})" for key, value in choices.items()})
+
+
+wildcard_constraints:
+    **_SYNTHETIC_CHOICES,
+    data=f"{_data_pattern(SYNTHETIC_DATA, _SYNTHETIC_CHOICES)}|{_data_pattern(REAL_DATA, _REAL_CHOICES)}",
+    dataset=_REAL_CHOICES["dataset"],
+    solver=_choices(_METHODS),
+    experiment=_choices(config["experiments"]),
+    table="|".join([_choices(config["experiments"]), f"datasets/(?:{_REAL_CHOICES['dataset']})"]),
+
+
+# ---- per-job params: one function per setting, for synthetic and real data alike ----
+
+
+def data_parts(wildcards):
+    """The settings a coupled dataset's path spells: ``{potential, ..., pairing, ot}`` or ``{dataset, seed}``."""
+    return dict(part.split("~", 1) for part in wildcards.data.split("/"))
+
+
+def is_real(wildcards):
+    """Whether a job's coupled dataset is real data (config `rna`/`datasets`) rather than simulated."""
+    return wildcards.data.startswith("dataset~")
+
+
+def _section(wildcards):
+    return REAL_DATASETS[data_parts(wildcards)["dataset"]]["settings"]
+
+
+def coupled_population(wildcards):
+    """The population a coupled dataset is drawn from: the read dataset, the independent snapshots (rule
+    simulate_independent) for pairing ``independent``, else the simulated paired one (rule simulate)."""
+    parts = data_parts(wildcards)
+    if is_real(wildcards):
+        return f"results/data/{REAL_DATASET.format(**parts)}/population.npz"
+    name = "independent_population.npz" if parts["pairing"] == "independent" else "population.npz"
+    return f"results/data/{DATASET.format(**parts)}/{name}"
+
+
+def coupling_seed(wildcards):
+    """The seed of the split and mixtures: the run's; a real dataset's `split_seed` (one split for every run)."""
+    fixed = _section(wildcards).get("split_seed") if is_real(wildcards) else None
+    return int(data_parts(wildcards)["seed"]) if fixed is None else int(fixed)
+
+
+def coupling_pairing(wildcards):
+    """How the rows of consecutive snapshots relate: the path's pairing, or the real dataset's setting."""
+    return settings(_section(wildcards)["pairing"]) if is_real(wildcards) else data_parts(wildcards)["pairing"]
+
+
+def split_settings(wildcards):
+    if is_real(wildcards):
+        return {"test_ratio": _section(wildcards)["test_ratio"]}
+    return config_slice("data", keys=["test_ratio", "split_by"])
+
+
+def coupling_settings(wildcards):
+    """The couplings section; for synthetic data with the method and epsilon of the path's ``ot``."""
+    if is_real(wildcards):
+        return settings(_section(wildcards)["couplings"])
+    method, _, epsilon = data_parts(wildcards)["ot"].partition("-")
+    return settings({**config["couplings"], "method": method, "epsilon": float(epsilon) if epsilon else None})
+
+
+def density_settings(wildcards):
+    return settings(_section(wildcards)["density"]) if is_real(wildcards) else config_slice("density")
+
+
+def plot_settings(wildcards):
+    return settings(_section(wildcards)["plots"]) if is_real(wildcards) else config_slice("plots")
+
+
+def run_seed(wildcards):
+    return int(data_parts(wildcards)["seed"])
+
+
+# Evaluation settings of the JKOnet* solvers (jkonetstar.methods.PREDICT_OPTIONS): rule evaluate receives them,
+# rule train never does, so choosing them never retrains.
+PREDICT_OPTIONS = methods.PREDICT_OPTIONS
+
+
+def method_predict_options(solver):
+    """Prediction settings of a method: the JKOnet baselines' step and inner loop, or the JKOnet* solvers'
+    PREDICT_OPTIONS (absent ones take the library defaults)."""
+    hp = config["solvers"][solver]
+    if methods.get(solver).family == "jkonet":
+        return {
+            "step": hp["predict_step"],
+            "inner_steps": hp["inner_steps"],
+            "inner_learning_rate": hp["inner_learning_rate"],
+        }
+    return settings({key: hp[key] for key in PREDICT_OPTIONS if key in hp})
+
+
+def predict_options(wildcards):
+    return method_predict_options(wildcards.solver)
+
+
+def method_hp(wildcards):
+    """The training hyper-parameters of a run's method (prediction settings of the JKOnet* solvers excluded:
+    they are evaluation settings); on real data with the dataset's `training` overrides."""
+    if is_real(wildcards):
+        return realdata_hp(data_parts(wildcards)["dataset"], wildcards.solver)
+    hp = config_slice("solvers", wildcards.solver)
+    if methods.get(wildcards.solver).family == "jkonet":  # the baselines evaluate with their own step in training
+        return hp
+    return {key: value for key, value in hp.items() if key not in PREDICT_OPTIONS}
+
+
+def train_runtime(wildcards):
+    """Generous wall-time estimate of one training job, in minutes (for cluster schedulers)."""
+    if is_real(wildcards):
+        return 60
+    hp, spec, n = config["solvers"][wildcards.solver], methods.get(wildcards.solver), int(data_parts(wildcards)["n"])
+    if spec.closed_form:
+        return 30
+    if spec.family == "jkonet":  # JKOnet baselines: seconds per epoch, not milliseconds
+        return 10 + math.ceil(hp["epochs"] * 5 * n / 2000 / 60)
+    pairs = n * config["data"]["n_steps"]
+    per_epoch = 2e-6 * pairs * (hp["batch_size"] if spec.pairwise else 1)
+    return 10 + math.ceil(2 * hp["epochs"] * per_epoch / 60)
+
+
+from jkonetstar.jobs import DATASET_RUN_COLUMNS, RUN_COLUMNS  # numpy and the standard library only
+
+
+def run_descriptors(wildcards):
+    """The descriptors of a run, the first keys of its metrics (RUN_COLUMNS; real data: dataset, solver, seed)."""
+    parts = data_parts(wildcards)
+    if is_real(wildcards):
+        return {"dataset": parts["dataset"], "solver": wildcards.solver, "seed": int(parts["seed"])}
+    return {
+        "potential": parts["potential"],
+        "interaction": parts["interaction"],
+        "beta": float(parts["beta"]),
+        "dim": int(parts["dim"]),
+        "n_particles": int(parts["n"]),
+        "pairing": parts["pairing"],
+        "ot": parts["ot"],
+        "solver": wildcards.solver,
+        "seed": int(parts["seed"]),
+    }
+
+
+def run_truth(wildcards):
+    """The true energies of a synthetic run (recovery metrics, level curves); None for real data."""
+    if is_real(wildcards):
+        return None
+    parts = data_parts(wildcards)
+    return {
+        "potential": parts["potential"],
+        "interaction": parts["interaction"],
+        "beta": float(parts["beta"]),
+        "dt": config["data"]["dt"],
+    }
+
+
+def simulation_run(wildcards):
+    """The energies and sizes of a synthetic dataset (rules simulate*: jkonetstar.jobs.simulate)."""
+    return {
+        "potential": wildcards.potential,
+        "interaction": wildcards.interaction,
+        "beta": float(wildcards.beta),
+        "n_particles": int(wildcards.n),
+        "dim": int(wildcards.dim),
+    }
+
+
+def run_category(wildcards):
+    return "Real data" if is_real(wildcards) else "Runs"
+
+
+def run_subcategory(wildcards):
+    return data_parts(wildcards)["dataset" if is_real(wildcards) else "potential"]
+
+
+def run_labels(figure):
+    """Report labels of a run's pictures."""
+    return lambda wildcards: {"solver": wildcards.solver, "figure": figure, "seed": data_parts(wildcards)["seed"]}
+
+
+def _table_dataset(table):
+    return table.removeprefix("datasets/") if table.startswith("datasets/") else None
+
+
+def table_files(table, filename):
+    """Every run file of a table's runs: an experiment's, or a real dataset's (``datasets/<name>``)."""
+    dataset = _table_dataset(table)
+    return real_dataset_files(dataset, filename) if dataset else run_files(table, filename)
+
+
+def table_couplings(wildcards):
+    """The couplings summaries of an experiment's runs (coupling times and counts in its table)."""
+    return [] if _table_dataset(wildcards.table) else coupled_files(wildcards.table, "couplings.json")
+
+
+def table_run_columns(wildcards):
+    return DATASET_RUN_COLUMNS if _table_dataset(wildcards.table) else RUN_COLUMNS
+
+
+def table_category(wildcards):
+    return "Real data" if _table_dataset(wildcards.table) else "Tables"
+
+
+def table_subcategory(wildcards):
+    return _table_dataset(wildcards.table) or wildcards.table

@@ -1,29 +1,19 @@
-# One target rule per experiment beyond Exp. 4.1 (`snakemake exp2` builds that figure alone); the figures
-# themselves come from rule figure (figures.smk).
+# Target rules, generated from the config: one per configured experiment (`snakemake exp2` builds that
+# experiment's tables and figure alone; the figures come from rule figure in figures.smk), and `prediction`
+# (Exp. 4.1's explicit-vs-implicit comparison) when exp1 is configured.
+for _experiment in config["experiments"]:
+
+    rule:
+        name:
+            _experiment
+        input:
+            experiment_outputs(_experiment),
+        localrule: True
 
 
-localrules:
-    exp2,
-    exp3,
-    ablation,
-    pairing,
+if prediction_outputs():
 
-
-rule exp2:
-    input:
-        experiment_outputs("exp2") if "exp2" in config["experiments"] else [],
-
-
-rule exp3:
-    input:
-        experiment_outputs("exp3") if "exp3" in config["experiments"] else [],
-
-
-rule ablation:
-    input:
-        experiment_outputs("ablation") if "ablation" in config["experiments"] else [],
-
-
-rule pairing:
-    input:
-        experiment_outputs("pairing") if "pairing" in config["experiments"] else [],
+    rule prediction:
+        input:
+            prediction_outputs(),
+        localrule: True

@@ -4,18 +4,20 @@ rule simulate:
     output:
         population=f"results/data/{DATASET}/population.npz",
         settings=f"results/data/{DATASET}/settings.json",
-    params:
-        simulation=config_slice("data", keys=["dt", "n_steps"]),
     log:
         f"results/logs/simulate/{DATASET}.log",
     benchmark:
         f"results/benchmarks/simulate/{DATASET}.tsv"
+    conda:
+        "../../envs/simulate.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/simulate.yaml"
+    params:
+        seed=lambda w: int(w.seed),
+        run=simulation_run,
+        simulation=config_slice("data", keys=["dt", "n_steps"]),
     script:
         "../scripts/simulate.py"
 
@@ -28,17 +30,19 @@ rule simulate_independent:
     output:
         population=f"results/data/{DATASET}/independent_population.npz",
         settings=f"results/data/{DATASET}/independent_settings.json",
-    params:
-        simulation=lambda w: {**config_slice("data", keys=["dt", "n_steps"]), "independent": True},
     log:
         f"results/logs/simulate_independent/{DATASET}.log",
     benchmark:
         f"results/benchmarks/simulate_independent/{DATASET}.tsv"
+    conda:
+        "../../envs/simulate.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/simulate.yaml"
+    params:
+        seed=lambda w: int(w.seed),
+        run=simulation_run,
+        simulation=lambda w: {**config_slice("data", keys=["dt", "n_steps"]), "independent": True},
     script:
         "../scripts/simulate.py"

@@ -1,3 +1,5 @@
+# One method on one coupled dataset (synthetic or real); JKOnet* solvers read the couplings, the JKOnet
+# baselines the training population.
 rule train:
     input:
         couplings=f"results/data/{COUPLED}/train_couplings.npz",
@@ -8,17 +10,19 @@ rule train:
         model=f"results/runs/{RUN}/model.npz",
         history=f"results/runs/{RUN}/history.csv",
         fit=f"results/runs/{RUN}/fit.json",
-    params:
-        hp=solver_hp,
     log:
         f"results/logs/train/{RUN}.log",
     benchmark:
         f"results/benchmarks/train/{RUN}.tsv"
+    conda:
+        "../../envs/train.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=train_runtime,
-    conda:
-        "../../envs/train.yaml"
+    params:
+        solver=lambda w: w.solver,
+        seed=run_seed,
+        hp=method_hp,
     script:
         "../scripts/train.py"

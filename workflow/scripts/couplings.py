@@ -1,34 +1,13 @@
-"""Snakemake adapter: train/test split, OT couplings of the training snapshots and GMM densities at the targets."""
+"""Snakemake adapter of jkonetstar.jobs.couple (rule couplings: synthetic and real data)."""
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from snakemake.iocontainers import snakemake
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))  # the checkout first: conda envs lack it
+from jkonetstar import jobs  # noqa: E402
 
-# The checkout's library first: conda environments do not install it, and in the project venv the
-# same checkout wins.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-
-from jkonetstar.io import log_to, share_compilation_cache  # noqa: E402
-
-share_compilation_cache()  # before JAX compiles: jobs of a stage reuse compiled programs
-log = log_to(snakemake.log[0], "couplings")
-
-from jkonetstar import density, pipeline  # noqa: E402
-from jkonetstar.io import load_npz, save_json, save_npz  # noqa: E402
-
-w = snakemake.wildcards
-split, couplings, mixtures = snakemake.params.split, snakemake.params.couplings, snakemake.params.density
-population = load_npz(snakemake.input.population, required=("x", "t"))
-prepared = pipeline.prepare_training_data(population, int(w.seed), pairing=w.pairing, **split, **couplings,
-                                          **mixtures)
-log.info("%s", prepared.summary)
-
-# The arrays of jkonetstar.training.TrainingData, by field name (TrainingData.load reads them).
-save_npz(snakemake.output.train, **prepared.train._asdict())
-save_npz(snakemake.output.test, x=prepared.x_test, t=prepared.t_test)
-save_npz(snakemake.output.train_population, x=prepared.x_train, t=prepared.t_train)
-save_npz(snakemake.output.density, **density.mixtures_to_arrays(prepared.mixtures))
-save_json(snakemake.output.summary, {"pairing": w.pairing, **split, **couplings, **mixtures, **prepared.summary})
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+jobs.from_snakemake(snakemake, "couple", population=i.population, seed=p.seed,
+                    split=p.split, couplings=p.couplings, density=p.density, pairing=p.pairing,
+                    given_split=p.given_split, train=o.train, test=o.test, train_population=o.train_population,
+                    mixtures=o.density, summary=o.summary)
