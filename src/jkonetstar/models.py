@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,22 +61,44 @@ def get_solver(name: str) -> SolverSpec:
     return methods.get(name, "jkonet-star")
 
 
-class MLP(nn.Module):
-    """Scalar energy ``R^d -> R``: Dense layers of width ``hidden`` with softplus, then a linear output."""
+@functools.cache
+def _mlp_class():
+    """The Flax module :class:`MLP`, defined on first use: importing Flax costs about 0.4 s, which evaluation
+    jobs (pure-JAX forward and backward passes over saved parameters) never pay."""
+    import flax.linen as nn
 
-    hidden: tuple[int, ...] = (64, 64)
+    class MLP(nn.Module):
+        """Scalar energy ``R^d -> R``: Dense layers of width ``hidden`` with softplus, then a linear output."""
 
-    @nn.compact
-    def __call__(self, x):
-        for width in self.hidden:
-            x = nn.softplus(nn.Dense(width)(x))
-        return nn.Dense(1)(x)[..., 0]
+        hidden: tuple[int, ...] = (64, 64)
+
+        @nn.compact
+        def __call__(self, x):
+            for width in self.hidden:
+                x = nn.softplus(nn.Dense(width)(x))
+            return nn.Dense(1)(x)[..., 0]
+
+    MLP.__module__ = __name__
+    MLP.__qualname__ = "MLP"
+    return MLP
+
+
+def __getattr__(name):
+    if name == "MLP":  # jkonetstar.models.MLP, built (and Flax imported) on first access
+        return _mlp_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _mlp_apply(params, x):
+    """:class:`MLP` applied to ``x`` ``[..., d]`` in plain JAX (the Flax module's Dense/softplus layers, without
+    importing Flax): ``softplus(x W_k + b_k)`` per hidden layer, then the linear output."""
     n_layers = len(params)
-    hidden = tuple(params[f"Dense_{i}"]["kernel"].shape[1] for i in range(n_layers - 1))
-    return MLP(hidden).apply({"params": params}, x)
+    for i in range(n_layers):
+        layer = params[f"Dense_{i}"]
+        x = jnp.matmul(x, layer["kernel"]) + layer["bias"]
+        if i < n_layers - 1:
+            x = jax.nn.softplus(x)
+    return x[..., 0]
 
 
 def init_params(key: jax.Array, spec: SolverSpec, dim: int, hidden: tuple[int, ...] = (64, 64)) -> dict:
@@ -85,7 +106,7 @@ def init_params(key: jax.Array, spec: SolverSpec, dim: int, hidden: tuple[int, .
     if spec.parametrisation != "mlp":
         raise ValueError(f"solver {spec.name!r} is fitted in closed form; it has no initial parameters")
     key_v, key_w = jax.random.split(key)
-    module = MLP(tuple(hidden))
+    module = _mlp_class()(tuple(hidden))
     dim_v = dim + 1 if spec.time_dependent else dim
     return {
         "potential": module.init(key_v, jnp.zeros(dim_v))["params"] if spec.potential else None,

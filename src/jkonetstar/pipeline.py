@@ -8,6 +8,7 @@ Snakemake adapters in ``workflow/scripts`` and ``python -m jkonetstar`` share on
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -15,11 +16,24 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jkonetstar import baselines
 from jkonetstar import couplings as couplings_lib
 from jkonetstar import density, methods, metrics, models, training
 from jkonetstar.simulate import simulate, simulate_independent, to_population
 from jkonetstar.split import split
+
+
+class _LazyModule:
+    """A library module imported on first attribute access: the JKOnet baselines (Flax, optax) cost an evaluation
+    job of a JKOnet* solver half a second of imports it never uses."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+baselines = _LazyModule("jkonetstar.baselines")
 
 __all__ = [
     "get_method",
@@ -287,7 +301,7 @@ def load_model(path) -> tuple[dict, Method]:
     from jkonetstar.io import load_npz
 
     arrays = load_npz(path, required=("solver",))
-    if methods.METHODS.get(str(arrays["solver"])) in baselines.BASELINES.values():
+    if str(arrays["solver"]) in methods.BASELINES:
         params, name = baselines.load_jkonet_params(path)
         return params, get_method(name)
     return models.load_params(path)

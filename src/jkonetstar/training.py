@@ -11,16 +11,18 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 
 from jkonetstar.io import load_npz, save_npz
 from jkonetstar.models import SolverSpec, fit_linear, init_params, jkonet_star_loss
+
+if TYPE_CHECKING:
+    import optax
 
 __all__ = [
     "TrainingData", "TrainState", "FitResult", "make_optimizer", "minibatch_index", "train_epoch", "at_source",
@@ -86,7 +88,7 @@ class TrainingData(_TrainingDataFields):
 
 class TrainState(NamedTuple):
     params: dict
-    opt_state: optax.OptState
+    opt_state: "optax.OptState"
 
 
 class FitResult(NamedTuple):
@@ -103,12 +105,14 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 def make_optimizer(learning_rate: float = 1e-3, clip_norm: float = 10.0, *, schedule: str = "constant",
-                   total_steps: int | None = None) -> optax.GradientTransformation:
+                   total_steps: int | None = None) -> "optax.GradientTransformation":
     """Adam (b1 0.9, b2 0.999, eps 1e-8) after global-norm clipping, the paper's optimiser.
 
     ``schedule="cosine"`` decays the learning rate from ``learning_rate`` to 1 % of it over ``total_steps``
     updates (cosine); ``"constant"`` (the paper) keeps it.
     """
+    import optax  # here: evaluation jobs import this module and never train (0.3 s of imports)
+
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {schedule!r}: choose one of {list(LR_SCHEDULES)}")
     rate = learning_rate
@@ -145,7 +149,7 @@ def minibatch_index(key: jax.Array, m: int, batch_size: int, groups: tuple[int, 
 
 
 def train_epoch(state: TrainState, key: jax.Array, data: TrainingData, *, spec: SolverSpec,
-                optimizer: optax.GradientTransformation, batch_size: int, tau: float = 1.0,
+                optimizer: "optax.GradientTransformation", batch_size: int, tau: float = 1.0,
                 interaction_average: str = "snapshot",
                 groups: tuple[int, ...] | None = None) -> tuple[TrainState, jax.Array]:
     """Returns the state after one epoch and the epoch's summed minibatch loss.
@@ -158,6 +162,8 @@ def train_epoch(state: TrainState, key: jax.Array, data: TrainingData, *, spec: 
     that act entrywise or through global norms (Adam, global-norm clipping: :func:`make_optimizer`), not
     for ones that treat layers apart (e.g. ``optax.lamb``'s per-layer trust ratio).
     """
+    import optax
+
     index, valid = minibatch_index(key, data.source.shape[0], batch_size, groups)
     batches = jax.tree.map(lambda a: a[index], data)  # [n_batches, batch_size, ...]: one gather per array
     batches = batches._replace(weight=batches.weight * valid)
