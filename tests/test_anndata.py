@@ -1,10 +1,14 @@
 """Reading AnnData (.h5ad) time courses with jkonetstar.data.load_population: time orders, representations,
-the PCA against scikit-learn, particle ids, round trips and one-line errors for bad files and keys.
+the PCA against scikit-learn, particle ids, round trips and one-line errors for bad files and keys; writing
+energies out (jkonetstar.data.write_energy_h5ad, write_energy_csv) in anndata's layout; the read job's summary;
+the embryoid-body converter scripts/eb_to_h5ad.py.
 
 The reader uses h5py, not the anndata package (which needs Python >= 3.12, or pandas < 3). Its reference is
 independent: tests/data/*.h5ad were written by the real anndata package (tests/data/make_h5ad_fixtures.py, run
 by hand with a Python that has anndata) and tests/data/h5ad_expected.npz holds the arrays anndata itself read
 back from them. Damaged files and encodings the reader refuses are edited copies or small hand-made HDF5 files.
+That the real anndata reads the writer's files is checked by hand (tests/data/check_energy_h5ad.py, run with a
+Python that has anndata); here the writer's element layout is compared with the anndata-written fixtures.
 """
 
 import shutil
@@ -16,9 +20,15 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from jkonetstar.data import _H5adObs, _h5ad_matrix, load_population, principal_components
+import pandas as pd
+
+from jkonetstar import jobs
+from jkonetstar.data import (_H5adObs, _h5ad_matrix, load_population, principal_components, write_energy_csv,
+                             write_energy_h5ad)
 
 DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+EB_SHARED = ROOT.parent / "shared" / "real-data" / "eb_rna_pca5"
 FIXTURES = ("numeric", "ordered", "nullable")
 N_CELLS, N_GENES = 40, 12
 
@@ -406,3 +416,185 @@ def test_hand_made_nullable_string_times_with_missing_values(tmp_path):
     _hand_made(tmp_path / "cells.h5ad", column, X_pca=np.ones((4, 2)))
     with pytest.raises(ValueError, match=r"cells.h5ad: .obs column 'time' has 1 missing value\(s\)"):
         load_population(tmp_path / "cells.h5ad", time_key="time")
+
+
+# --- writing energies out ----------------------------------------------------------------------------------
+
+def _energies(n=30, d=3, seed=0):
+    """Cells as the evaluate job writes them: obs time, potential, split; obsm X_input, drift."""
+    rng = np.random.default_rng(seed)
+    obs = {"time": np.repeat([0.0, 1.5, 4.0], -(-n // 3))[:n], "potential": rng.normal(size=n),
+           "split": np.resize(["train", "test"], n)}
+    obsm = {"X_input": rng.normal(size=(n, d)).astype(np.float32), "drift": rng.normal(size=(n, d))}
+    return obs, obsm
+
+
+def _attributes(element) -> dict:
+    """An element's attributes, text as str and arrays as lists (h5py returns str, bytes or arrays)."""
+    def plain(value):
+        if isinstance(value, np.ndarray):
+            return [plain(v) for v in value.tolist()]
+        return value.decode() if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
+    return {key: plain(value) for key, value in element.attrs.items()}
+
+
+def test_energies_round_trip_through_our_reader(tmp_path):
+    obs, obsm = _energies()
+    path = tmp_path / "energies.h5ad"
+    write_energy_h5ad(path, x=obsm["X_input"], obs=obs, obsm=obsm, uns={"method": "jkonet-star-potential",
+                                                                        "tau": 1.0, "seed": 0})
+    for key in ("X_input", "drift"):
+        population = load_population(path, time_key="time", representation=key)
+        np.testing.assert_array_equal(population["x"], obsm[key].astype(np.float32))
+        np.testing.assert_array_equal(population["time_values"], [0.0, 1.5, 4.0])
+        np.testing.assert_array_equal(population["t"], np.repeat([0, 1, 2], 10))
+    with h5py.File(path, "r") as handle:
+        columns = _H5adObs(path, handle)
+        assert columns.columns == ["time", "potential", "split"]
+        np.testing.assert_array_equal(columns["potential"].to_numpy(), obs["potential"])
+        assert columns["split"].tolist() == obs["split"].tolist()
+        np.testing.assert_array_equal(_h5ad_matrix(path, handle["X"]), obsm["X_input"])
+        assert handle["obsm/drift"].dtype == np.float64 and handle["X"].dtype == np.float32
+        assert handle["uns/method"].asstr()[()] == "jkonet-star-potential" and handle["uns/tau"][()] == 1.0
+    # The PCA representation of .X works on the writer's files as on anndata's.
+    np.testing.assert_array_equal(load_population(path, time_key="time", representation="X", n_pcs=2)["x"],
+                                  principal_components(obsm["X_input"], 2).astype(np.float32))
+
+
+def test_ordered_categorical_obs_round_trip(tmp_path):
+    days = pd.Categorical(np.repeat(["day10", "day2", "day4"], 4), categories=["day2", "day4", "day10"], ordered=True)
+    path = tmp_path / "days.h5ad"
+    write_energy_h5ad(path, obs={"day": days, "clone": np.tile(np.arange(4), 3)}, obsm={"X_pca": np.eye(12)[:, :3]})
+    population = load_population(path, time_key="day", pair_key="clone")
+    np.testing.assert_array_equal(population["t"], np.repeat([2, 0, 1], 4))
+    assert population["time_names"].tolist() == ["day2", "day4", "day10"]
+    np.testing.assert_array_equal(population["particle"], np.tile(np.arange(4), 3))
+
+
+def test_writer_layout_matches_anndata(tmp_path):
+    """The elements and their attributes are those anndata 0.13.4 wrote for the fixtures (numeric.h5ad: with X;
+    nullable.h5ad: without; ordered.h5ad: an ordered categorical), except the index, which is written as a
+    string-array (every anndata >= 0.8 reads it) where anndata 0.12+ writes a nullable-string-array."""
+    obs, obsm = _energies(n=40)
+    day = pd.Categorical(np.resize(["day2", "day10"], 40), categories=["day2", "day4", "day10"], ordered=True)
+    ours = {"numeric": tmp_path / "x.h5ad", "nullable": tmp_path / "no_x.h5ad"}
+    write_energy_h5ad(ours["numeric"], x=np.zeros((40, 12)), obs={**obs, "day": day}, obsm=obsm)
+    write_energy_h5ad(ours["nullable"], obs=obs, obsm=obsm)
+    for fixture, path in ours.items():
+        with h5py.File(path, "r") as mine, h5py.File(DATA / f"{fixture}.h5ad", "r") as theirs:
+            assert sorted(mine) == sorted(theirs), fixture  # X, layers, obs, obsm, obsp, uns, var, varm, varp
+            for name in ["", "layers", "obsm", "obsp", "uns", "varm", "varp", *(["X"] if "X" in theirs else [])]:
+                element = mine[name] if name else mine
+                assert _attributes(element) == _attributes(theirs[name] if name else theirs), (fixture, name)
+            for frame in ("obs", "var"):
+                a, b = _attributes(mine[frame]), _attributes(theirs[frame])
+                assert a.keys() == b.keys() and a["_index"] == b["_index"] == "_index"
+                assert {k: a[k] for k in ("encoding-type", "encoding-version")} == {
+                    k: b[k] for k in ("encoding-type", "encoding-version")}
+                # column-order: variable-length strings, or (no column) an empty float array, as anndata writes
+                assert mine[frame].attrs["column-order"].dtype.kind == theirs[frame].attrs["column-order"].dtype.kind
+                if frame == "obs" or "X" in mine:  # (the fixture without X has genes in a layer)
+                    assert len(mine[f"{frame}/_index"]) == len(theirs[f"{frame}/_index/values"])
+                assert _attributes(mine[f"{frame}/_index"]) == _attributes(theirs[f"{frame}/_index/values"])
+            assert _attributes(mine["var"])["column-order"] == [] and _attributes(mine["obs"])["column-order"][:3] == [
+                "time", "potential", "split"]
+            if fixture == "numeric":  # its time is a float column: array 0.2.0
+                assert _attributes(mine["obs/time"]) == _attributes(theirs["obs/time"])
+            assert _attributes(mine["obsm/X_input"]) == _attributes(theirs["obsm/X_pca"])
+        with h5py.File(path, "r") as mine, h5py.File(DATA / "ordered.h5ad", "r") as theirs:
+            # text columns: string-array (anndata writes strings as categoricals of string-array categories)
+            assert _attributes(mine["obs/split"]) == _attributes(theirs["obs/clone/categories"])
+            if "day" in mine["obs"]:
+                assert _attributes(mine["obs/day"]) == _attributes(theirs["obs/day"])  # categorical, ordered
+                for part in ("codes", "categories"):
+                    assert _attributes(mine[f"obs/day/{part}"]) == _attributes(theirs[f"obs/day/{part}"])
+                    assert mine[f"obs/day/{part}"].dtype == theirs[f"obs/day/{part}"].dtype, part
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda obs, obsm: obs.update(potential=np.zeros(29)), r"one row per cell everywhere"),
+    (lambda obs, obsm: obsm.update(drift=np.zeros(30)), r"obsm 'drift' must be a numeric \[cells, k\] array"),
+    (lambda obs, obsm: obs.update({"a/b": np.zeros(30)}), r"bad obs/obsm name 'a/b'"),
+    (lambda obs, obsm: obs.update(potential=np.zeros((30, 2))), r"obs column 'potential' must be one value"),
+], ids=["length", "obsm-1d", "slash", "obs-2d"])
+def test_bad_energy_arrays_are_refused_naming_the_file(tmp_path, change, message):
+    obs, obsm = _energies()
+    change(obs, obsm)
+    for write in (write_energy_h5ad, write_energy_csv):
+        path = tmp_path / f"energies.{'h5ad' if write is write_energy_h5ad else 'csv'}"
+        with pytest.raises(ValueError, match=rf"energies\.(h5ad|csv): {message}"):
+            write(path, obs=obs, obsm=obsm)
+        assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_energy_csv_is_tidy(tmp_path):
+    obs, obsm = _energies()
+    obs["day"] = pd.Categorical(np.repeat(["d0", "d1", "d2"], 10), ordered=True)
+    write_energy_csv(tmp_path / "energies.csv", obs=obs, obsm=obsm)
+    table = pd.read_csv(tmp_path / "energies.csv")
+    assert list(table.columns) == ["time", "potential", "split", "day", "X_input_0", "X_input_1", "X_input_2",
+                                   "drift_0", "drift_1", "drift_2"]
+    assert len(table) == 30 and table["split"].tolist() == obs["split"].tolist()
+    assert table["day"].tolist() == list(obs["day"])
+    np.testing.assert_array_equal(table["potential"].to_numpy(), obs["potential"])  # repr round-trips floats
+    np.testing.assert_array_equal(table[["drift_0", "drift_1", "drift_2"]].to_numpy(), obsm["drift"])
+    np.testing.assert_array_equal(table[["X_input_0", "X_input_1", "X_input_2"]].to_numpy(np.float32),
+                                  obsm["X_input"])
+
+
+# --- the read job's summary --------------------------------------------------------------------------------
+
+def test_read_job_writes_real_times_names_and_pair_ids(tmp_path):
+    """Float times stay floats (1.5 is not truncated), an ordered categorical's names are kept, pair_key and
+    standardize reach load_population."""
+    source = {"location": str(DATA / "numeric.h5ad"), "time_column": "t", "n_pcs": 5, "particle_column": "particle",
+              "test_location": None, "time_key": "time", "representation": "X_pca", "standardize": True,
+              "pair_key": "clone"}
+    jobs.read_dataset(dataset="cells", source=source, population=tmp_path / "p.npz", summary=tmp_path / "p.json")
+    summary = __import__("json").loads((tmp_path / "p.json").read_text())
+    assert summary["time_values"] == [0.0, 1.5, 4.0, 8.25] and summary["particle_ids"] is True
+    assert "time_names" not in summary
+    with np.load(tmp_path / "p.npz") as saved:
+        want = load_population(DATA / "numeric.h5ad", time_key="time", pair_key="clone", standardize=True)
+        assert sorted(saved.files) == sorted(want)
+        for key in want:
+            np.testing.assert_array_equal(saved[key], want[key])
+        np.testing.assert_allclose(saved["x"].std(0), 1.0, rtol=1e-5)
+    source.update(location=str(DATA / "ordered.h5ad"), time_key="day", pair_key=None, standardize=False)
+    jobs.read_dataset(dataset="cells", source=source, population=tmp_path / "o.npz", summary=tmp_path / "o.json")
+    summary = __import__("json").loads((tmp_path / "o.json").read_text())
+    assert summary["time_values"] == [0, 2] and summary["time_names"] == ["day2", "day10"]
+    assert np.load(tmp_path / "o.npz")["time_names"].tolist() == ["day2", "day10"]
+
+
+# --- the embryoid-body converter ---------------------------------------------------------------------------
+
+def _eb_converter():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eb_to_h5ad", ROOT / "scripts" / "eb_to_h5ad.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not EB_SHARED.is_dir(), reason="shared embryoid-body data (/work/shared/real-data) not present")
+def test_eb_converter_gives_the_directory_population(tmp_path):
+    out = _eb_converter().convert(EB_SHARED, tmp_path / "eb.h5ad")
+    ours = load_population(out, time_key="day", representation="X_pca")
+    theirs = load_population(EB_SHARED)
+    assert sorted(ours) == sorted([*theirs, "time_names"])
+    np.testing.assert_array_equal(ours["x"], theirs["x"])
+    np.testing.assert_array_equal(ours["t"], theirs["t"])
+    np.testing.assert_array_equal(ours["time_values"], theirs["time_values"])  # codes 0..4 = labels 0..4
+    assert ours["time_names"].tolist() == ["day0-3", "day6-9", "day12-15", "day18-21", "day24-27"]
+    with h5py.File(out, "r") as handle:
+        np.testing.assert_array_equal(handle["obsm/X_pca"][()], np.load(EB_SHARED / "data.npy"))
+        assert bool(handle["obs/day"].attrs["ordered"])
+
+
+def test_eb_converter_refuses_unknown_labels(tmp_path):
+    np.save(tmp_path / "data.npy", np.zeros((4, 2)))
+    np.save(tmp_path / "sample_labels.npy", np.array([0, 1, 5, 5]))
+    with pytest.raises(ValueError, match=r"sample_labels.npy: labels must be integers 0..4 .*got \[0, 1, 5\]"):
+        _eb_converter().convert(tmp_path, tmp_path / "eb.h5ad")

@@ -164,9 +164,10 @@ def train_and_compare(capsys, coupled, run_dir, method, train_flags, overrides, 
     # the same fit.json, so the timing fields match too
     jobs.evaluate(run=run, truth=truth, tau=hp["tau"], predict_options=predict_options, plots=synthetic_plots(),
                   model=data / "model.npz", fit=data / "fit.json", test=data / "test_population.npz",
-                  metrics=direct / "metrics.json", levels=direct / "levels.png",
+                  couplings=data / "couplings.json", metrics=direct / "metrics.json", levels=direct / "levels.png",
                   predictions=direct / "predictions.png")
     assert metrics == json.loads((direct / "metrics.json").read_text())
+    assert 0 < metrics["w1_ratio"] == metrics["w1_mean"] / metrics["no_motion_w1_mean"]
     return metrics
 
 
@@ -304,3 +305,31 @@ def test_train_help_lists_every_method_and_the_schema_defaults_without_jax():
     help_run = subprocess.run([sys.executable, "-m", "jkonetstar", "run", "--help"], capture_output=True, text=True,
                               timeout=60, cwd=ROOT)
     assert help_run.returncode == 0 and "--implicit-tolerance" in help_run.stdout
+
+
+def test_read_an_h5ad_with_the_schema_flags(capsys, workdir):
+    """read's .h5ad flags (--time-key, --representation, --[no-]standardize, --pair-key, from the schema's
+    real_dataset) give the files jobs.read_dataset writes from the workflow's source (common.smk _real_dataset)."""
+    real = DEFS["real_dataset"]["properties"]
+    assert {name: real[name]["default"] for name in ("time_key", "representation", "standardize", "pair_key")} == {
+        "time_key": None, "representation": "X_pca", "standardize": False, "pair_key": None}
+    path = Path(__file__).resolve().parent / "data" / "numeric.h5ad"
+    code, _, err = cli(capsys, "read", path, "--time-key", "time", "--representation", "X_pca", "--standardize",
+                       "--pair-key", "clone", "--dir", "cli")
+    assert code == 0, err
+    source = {"location": str(path), "time_column": real["time_column"]["default"], "n_pcs": real["n_pcs"]["default"],
+              "particle_column": real["particle_column"]["default"], "test_location": None, "time_key": "time",
+              "representation": "X_pca", "standardize": True, "pair_key": "clone"}
+    jobs.read_dataset(dataset="numeric", source=source, population=workdir / "population.npz",
+                      summary=workdir / "population.json")
+    assert json.loads((workdir / "cli/population.json").read_text()) == json.loads(
+        (workdir / "population.json").read_text())
+    ours, theirs = np.load(workdir / "cli/population.npz"), np.load(workdir / "population.npz")
+    assert sorted(ours.files) == sorted(theirs.files) and "particle" in ours.files
+    assert all(np.array_equal(ours[k], theirs[k]) for k in theirs.files)
+    assert json.loads((workdir / "population.json").read_text())["time_values"] == [0.0, 1.5, 4.0, 8.25]
+    code, _, err = cli(capsys, "read", path, "--time-key", "time", "--no-standardize", "--dir", "plain")
+    assert code == 0, err
+    assert "particle" not in np.load(workdir / "plain/population.npz").files
+    code, _, err = cli(capsys, "read", path, "--dir", "none")  # no --time-key: the reader's one line
+    assert code == 2 and "set time_key to the .obs column" in errors(err)[0]

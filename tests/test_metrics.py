@@ -153,3 +153,22 @@ def test_evaluation_needs_two_snapshots():
 def test_module_declares_its_public_names():
     assert set(metrics.__all__) == {"wasserstein1", "one_step_predictions", "one_step_w1", "cumulative_w1",
                                   "gradient_recovery"}
+
+
+def test_no_motion_reference_is_the_w1_between_consecutive_test_snapshots():
+    # The reference predicts x_{t+1} = x_t: its one-step W1 is W1(X_t, X_{t+1}), here against POT's exact EMD
+    # with the Euclidean cost on snapshots of unequal sizes.
+    import ot
+
+    from jkonetstar import pipeline
+
+    rng = np.random.default_rng(3)
+    sizes = [40, 55, 47]
+    x = np.concatenate([rng.normal(loc=k, size=(n, 2)) for k, n in enumerate(sizes)]).astype(np.float32)
+    t = np.repeat([0, 1, 2], sizes)
+    reference = pipeline.no_motion(x, t)
+    expected = [ot.emd2(ot.unif(sizes[k]), ot.unif(sizes[k + 1]),
+                        ot.dist(x[t == k].astype(np.float64), x[t == k + 1].astype(np.float64), metric="euclidean"))
+                for k in range(2)]
+    np.testing.assert_allclose(reference["w1_per_step"], expected, rtol=1e-6)
+    assert reference["w1_mean"] == pytest.approx(np.mean(expected), rel=1e-6)

@@ -77,6 +77,9 @@ def generated(tmp_path_factory) -> dict[str, Path]:
     xp, tp, ids = np.concatenate([x0 + 1e-3 * k for k in range(3)]), np.repeat([0, 1, 2], 40), np.tile(np.arange(40), 3)
     order = rng.permutation(len(xp))
     np.savez(root / "paired.npz", X=xp[order], t=tp[order], particle=ids[order])
+    # The same as AnnData: real times 0, 1.5, 3 in .obs "time", clone ids in .obs "clone", points in .obsm.
+    data.write_energy_h5ad(root / "paired.h5ad", obs={"time": 1.5 * tp[order], "clone": ids[order]},
+                           obsm={"X_pca": xp[order]})
     # The upstream pre-split directory form.
     (root / "split").mkdir()
     for part, sizes in (("train", [30, 36, 33]), ("test", [20, 24, 22])):
@@ -85,7 +88,7 @@ def generated(tmp_path_factory) -> dict[str, Path]:
         np.save(root / "split" / f"{part}_sample_labels.npy", ts)
     return {"trajectorynet": root / "eb_velocity_v5.npz", "directory": root / "eb_dir",
             "npz": root / "cells.npz", "csv": root / "cells.csv", "paired": root / "paired.npz",
-            "split": root / "split"}
+            "split": root / "split", "h5ad": root / "paired.h5ad"}
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +222,13 @@ def test_missing_rna_data_is_one_message_and_the_rest_still_plans(tmp_path):
          r"invalid config setting datasets\.x\.pairing: pairing 'unpaired' is now called 'shuffled'.*use 'shuffled'"),
         (lambda c, f: c["datasets"].update(x=real_section(f["npz"], test_path=str(f["npz"].with_name("no.npz")))),
          r"invalid config setting datasets\.x\.test_path: .*no\.npz not found"),
+        (lambda c, f: c["datasets"].update(x=real_section(f["h5ad"], pairing="paired", time_key="time")),
+         r"invalid config setting datasets\.x\.pairing: 'paired' needs particle ids in .*paired\.h5ad"),
+        (lambda c, f: c["datasets"].update(x=real_section(f["h5ad"], time_key="time", standardize="yes")),
+         r"invalid config setting datasets\.x\.standardize: 'yes' is not of type 'boolean'"),
     ],
-    ids=["missing-file", "linear-in-d20", "reserved-name", "paired-no-ids", "unpaired", "missing-test-file"],
+    ids=["missing-file", "linear-in-d20", "reserved-name", "paired-no-ids", "unpaired", "missing-test-file",
+         "h5ad-paired-no-pair-key", "standardize-not-boolean"],
 )
 def test_bad_real_data_settings_fail_before_any_job(tmp_path, generated, change, message):
     np.savez(generated["trajectorynet"].with_name("wide.npz"), X=np.zeros((20, 20)), t=np.repeat([0, 1], 10))
@@ -232,6 +240,26 @@ def test_bad_real_data_settings_fail_before_any_job(tmp_path, generated, change,
     assert result.returncode != 0
     assert re.search(message, result.stdout + result.stderr), (result.stdout + result.stderr)[-3000:]
     assert not (workdir / "results").exists()
+
+
+def test_h5ad_settings_reach_the_read_job(tmp_path, generated):
+    """time_key, pair_key (pairing paired: peek sees the ids) and standardize of an .h5ad dataset reach
+    load_population through the read job; fractional times stay real in population.json."""
+    workdir = copy_checkout(tmp_path)
+    section = real_section(generated["h5ad"], pairing="paired", time_key="time", pair_key="clone",
+                           representation="X_pca", standardize=True)
+    (workdir / "real.yaml").write_text(yaml.safe_dump(tiny_config(datasets={"cells_h5ad": section})))
+    result = run(workdir, "real.yaml", "--cores", "1", "results/data/dataset~cells_h5ad/population.npz")
+    assert result.returncode == 0, result.stderr[-6000:]
+    read = workdir / "results/data/dataset~cells_h5ad"
+    summary = yaml.safe_load((read / "population.json").read_text())
+    assert summary["time_values"] == [0.0, 1.5, 3.0] and summary["particle_ids"] is True
+    population = dict(np.load(read / "population.npz"))
+    want = data.load_population(generated["h5ad"], time_key="time", pair_key="clone", standardize=True)
+    assert sorted(population) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(population[key], want[key])
+    np.testing.assert_allclose(population["x"].std(0), 1.0, rtol=1e-5)
 
 
 @pytest.mark.slow

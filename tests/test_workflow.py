@@ -98,6 +98,16 @@ def test_tiny_run_writes_table_figure_and_run_files(tiny_run):
     configured = table[table.metric == "diverged"].groupby("solver")["predict_step"].apply(set)
     assert configured["jkonet-star-potential"] == {"implicit"}  # the library default: the step the loss fits
     assert np.all(np.isfinite(w1.value)) and np.all(w1.value >= 0)
+    # Every run beside the no-motion reference of its test split (x_{t+1} = x_t), and the ratio, for every step.
+    values = table.set_index(["potential", "solver", "predict_step", "metric"]).value
+    for (potential, solver, step, _), mean in w1.set_index(["potential", "solver", "predict_step", "metric"]).value.items():
+        reference = table[(table.potential == potential) & (table.metric == "no_motion_w1_mean")].value
+        assert reference.nunique() == 1
+        ratio = values[potential, solver, step, "w1_ratio"]
+        if potential == "flat":  # no drift, no noise: the snapshots are equal, the reference 0, the ratio undefined
+            assert reference.iloc[0] == 0 and np.isnan(ratio)
+        else:
+            assert reference.iloc[0] > 0 and ratio == pytest.approx(mean / reference.iloc[0])
     assert {"w1_std", "w1_step_1", "seconds_per_epoch", "compile_seconds", "diverged", "epochs_run"} <= set(
         table.metric
     )

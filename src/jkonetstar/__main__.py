@@ -337,7 +337,7 @@ def _data_flags(parser) -> None:
     for name in _optional_source_keys():  # .h5ad settings, once the schema (and so the workflow) has them
         sub = real[name]
         kwargs = ({"action": argparse.BooleanOptionalAction} if "boolean" in _types(sub)
-                  else {"type": _scalar(_types(sub), _flag(name))})
+                  else {"type": _scalar(_types(sub), _flag(name)), "metavar": name.upper()})
         group.add_argument(_flag(name), dest=f"source_{name}", default=sub.get("default"),
                            help=f"{sub.get('description', '')} (default: {_show(sub.get('default'))})", **kwargs)
 
@@ -670,8 +670,10 @@ def _evaluate(args, spec, hp: dict, seed: int | None, *, settings: Path | None, 
                  "beta": float(simulated["beta"]), "dt": simulated["dt"]}
         population = None
     jobs.start(None, "evaluate")
+    # The couplings summary holds the test split's no-motion reference (as the workflow's evaluate job reads it).
+    reference = couplings_summary if couplings_summary is not None and Path(couplings_summary).is_file() else None
     jobs.evaluate(run=run, truth=truth, tau=hp["tau"], predict_options=predict_options(spec, hp),
-                  plots=_plots(args, real), population=population, **files)
+                  plots=_plots(args, real), population=population, couplings=reference, **files)
 
 
 def _model_method(path: Path):

@@ -20,6 +20,10 @@ increasing order of the original time values:
   order), the points are an ``.obsm`` array (``representation``, default ``"X_pca"``) or the first
   ``n_pcs`` principal components (:func:`principal_components`) of ``.X`` or a layer, and particle ids
   come from the ``.obs`` column ``pair_key`` (paired lineage-tracing data).
+
+Written here too: cells with their learnt energies, as an AnnData ``.h5ad`` in the layout anndata writes
+(:func:`write_energy_h5ad`, readable by anndata >= 0.8 and by :func:`load_population`) and as a tidy CSV
+(:func:`write_energy_csv`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ import pandas as pd
 from jkonetstar.io import load_npz
 
 __all__ = ["load_population", "peek", "files", "Options", "Peek", "Format", "FORMATS", "is_split_directory",
-           "standardise_pcs", "principal_components", "RNA_HELP", "SPLIT_FILES"]
+           "standardise_pcs", "principal_components", "write_energy_h5ad", "write_energy_csv", "RNA_HELP",
+           "SPLIT_FILES"]
 
 SPLIT_FILES = ("train_data.npy", "train_sample_labels.npy", "test_data.npy", "test_sample_labels.npy")
 """The upstream code's pre-split directory form: points and time labels of the training and test parts."""
@@ -370,6 +375,190 @@ def _read_h5ad(path: Path, *, time_key, representation: str, n_pcs: int, pair_ke
             raise ValueError(f"{path}: not a readable .h5ad file ({_one_line(err)})") from None
     time_index = np.unique(times, return_inverse=True)[1]
     return {**_population(path, x, time_index, particle), "_time": times}, names
+
+
+# --- Writing energies out: AnnData .h5ad (the layout anndata >= 0.8 writes, with h5py) and a tidy CSV ----------
+# The elements written, each with its encoding-type and encoding-version: the root ("anndata" 0.1.0); .X
+# (optional, "array"); .obs and .var ("dataframe" 0.2.0 with attributes _index and column-order, index a
+# "string-array"); columns "array" (numbers, booleans), "string-array" (text) or "categorical" (pandas
+# Categorical: codes, categories, attribute ordered); .obsm (a "dict" of [n, k] "array"s); empty .layers,
+# .obsp, .varm, .varp dicts; .uns (a "dict" of "string" / "numeric-scalar" scalars and 1-D arrays).
+# Indices and text are written as "string-array" (not anndata 0.12's "nullable-string-array"), which every
+# anndata >= 0.8 reads.
+
+
+def _h5ad_encode(element, kind: str) -> None:
+    element.attrs["encoding-type"] = kind
+    element.attrs["encoding-version"] = _H5AD_ENCODINGS.get(kind, "0.2.0")  # string, numeric-scalar: 0.2.0
+
+
+def _h5ad_text(group, key: str, values) -> None:
+    import h5py
+
+    group.create_dataset(key, data=np.asarray([str(v) for v in values], dtype=object), dtype=h5py.string_dtype())
+    _h5ad_encode(group[key], "string-array")
+
+
+def _h5ad_write_dict(handle, name: str):
+    group = handle.create_group(name)
+    _h5ad_encode(group, "dict")
+    return group
+
+
+def _h5ad_write_dataframe(handle, name: str, index, columns: dict) -> None:
+    import h5py
+
+    group = handle.create_group(name)
+    _h5ad_encode(group, "dataframe")
+    group.attrs["_index"] = "_index"
+    # anndata writes an empty column order as an empty float array
+    group.attrs["column-order"] = (np.asarray(list(columns), dtype=object).astype(h5py.string_dtype()) if columns
+                                   else np.array([], dtype=np.float64))
+    _h5ad_text(group, "_index", index)
+    for key, values in columns.items():
+        if isinstance(values, pd.Categorical):
+            element = group.create_group(key)
+            _h5ad_encode(element, "categorical")
+            element.attrs["ordered"] = np.bool_(values.ordered)
+            n_categories = len(values.categories)
+            codes_dtype = next(d for d in (np.int8, np.int16, np.int32, np.int64) if n_categories < np.iinfo(d).max)
+            element.create_dataset("codes", data=np.asarray(values.codes, dtype=codes_dtype))
+            _h5ad_encode(element["codes"], "array")
+            categories = np.asarray(values.categories)
+            if np.issubdtype(categories.dtype, np.number):
+                element.create_dataset("categories", data=categories)
+                _h5ad_encode(element["categories"], "array")
+            else:
+                _h5ad_text(element, "categories", categories)
+        elif values.dtype.kind in "biuf":
+            group.create_dataset(key, data=values)
+            _h5ad_encode(group[key], "array")
+        else:
+            _h5ad_text(group, key, values)
+
+
+def _energy_columns(path: Path, x, obs, obsm) -> tuple[int, dict, dict]:
+    """Checks the writers' arguments: one row per cell everywhere; returns n, the obs columns and obsm arrays."""
+    columns, arrays = {}, {}
+    for key, values in (obs or {}).items():
+        if not isinstance(values, pd.Categorical):
+            values = np.asarray(values)
+            if values.dtype.kind not in "biufUSO":
+                raise ValueError(f"{path}: obs column {key!r} has dtype {values.dtype}: give numbers, booleans, "
+                                 "strings or a pandas.Categorical")
+        if np.ndim(values) != 1:
+            raise ValueError(f"{path}: obs column {key!r} must be one value per cell, got shape {np.shape(values)}")
+        columns[key] = values
+    for key, values in (obsm or {}).items():
+        values = np.asarray(values)
+        if values.ndim != 2 or values.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: obsm {key!r} must be a numeric [cells, k] array, got dtype {values.dtype}, "
+                             f"shape {values.shape}")
+        arrays[key] = values
+    for key in [*columns, *arrays]:
+        if not isinstance(key, str) or not key or "/" in key or key == "_index":
+            raise ValueError(f"{path}: bad obs/obsm name {key!r} (a non-empty string without '/', not '_index')")
+    rows = {f"obs {k!r}": len(v) for k, v in columns.items()} | {f"obsm {k!r}": len(v) for k, v in arrays.items()}
+    if x is not None:
+        rows["x"] = len(x)
+    if not rows:
+        raise ValueError(f"{path}: nothing to write (no x, obs or obsm)")
+    if len(set(rows.values())) != 1:
+        raise ValueError(f"{path}: one row per cell everywhere, got {rows}")
+    return next(iter(rows.values())), columns, arrays
+
+
+def write_energy_h5ad(path, *, x=None, obs: dict, obsm: dict | None = None, uns: dict | None = None) -> None:
+    """Writes cells and their learnt energies as an AnnData ``.h5ad`` file (anndata >= 0.8 reads it), atomically.
+
+    Written with h5py in the layout anndata itself writes (see the comment above); :func:`load_population`
+    reads it back (``time_key`` an obs column, ``representation`` an obsm key). The workflow's evaluate job
+    writes ``obs`` ``time`` (snapshot time), ``potential`` (learnt V), ``split`` ("train"/"test") and ``obsm``
+    ``X_input`` (the coordinates used) and ``drift`` (-grad V).
+
+    Args:
+        path: the ``.h5ad`` file.
+        x: optional ``.X``, ``[n, d]`` (stored float32; ``.var`` then names its columns "0".."d-1").
+        obs: ``.obs`` columns, one value per cell: numbers, booleans, strings, or a ``pandas.Categorical``
+            (written as an AnnData categorical, its ``ordered`` flag kept). Cells are named "0".."n-1".
+        obsm: ``.obsm`` arrays, ``[n, k]`` numbers each, dtypes kept.
+        uns: ``.uns`` metadata: str, int, float or bool values, or 1-D arrays of numbers or strings.
+
+    Raises:
+        ValueError: naming the file, for arrays of different lengths, bad shapes, dtypes or names.
+        ImportError: without h5py.
+    """
+    import h5py
+
+    from jkonetstar.io import atomic_path
+
+    path = Path(path)
+    if x is not None:
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2:
+            raise ValueError(f"{path}: x must be [cells, d], got shape {x.shape}")
+    n, columns, arrays = _energy_columns(path, x, obs, obsm)
+    metadata = {}
+    for key, value in (uns or {}).items():
+        if not isinstance(key, str) or not key or "/" in key:
+            raise ValueError(f"{path}: bad uns name {key!r}")
+        if not isinstance(value, str | bool | int | float | np.generic | list | tuple | np.ndarray):
+            raise ValueError(f"{path}: uns {key!r} is a {type(value).__name__}; give str, numbers or 1-D arrays")
+        if not isinstance(value, str) and (np.ndim(value) > 1 or np.asarray(value).dtype.kind not in "biufUS"):
+            raise ValueError(f"{path}: uns {key!r} must be a string, a number or a 1-D array of numbers or strings")
+        metadata[key] = value
+    with atomic_path(path, suffix=".h5ad") as tmp:
+        with h5py.File(tmp, "w") as handle:
+            _h5ad_encode(handle, "anndata")
+            if x is not None:
+                handle.create_dataset("X", data=x)
+                _h5ad_encode(handle["X"], "array")
+            _h5ad_write_dataframe(handle, "obs", range(n), columns)
+            _h5ad_write_dataframe(handle, "var", range(0 if x is None else x.shape[1]), {})
+            group = _h5ad_write_dict(handle, "obsm")
+            for key, values in arrays.items():
+                group.create_dataset(key, data=values)
+                _h5ad_encode(group[key], "array")
+            for name in ("layers", "obsp", "varm", "varp"):
+                _h5ad_write_dict(handle, name)
+            group = _h5ad_write_dict(handle, "uns")
+            for key, value in metadata.items():
+                if isinstance(value, str):
+                    group.create_dataset(key, data=value, dtype=h5py.string_dtype())
+                    _h5ad_encode(group[key], "string")
+                elif np.ndim(value) == 0:
+                    group.create_dataset(key, data=np.asarray(value))
+                    _h5ad_encode(group[key], "numeric-scalar")
+                elif np.asarray(value).dtype.kind in "US":
+                    _h5ad_text(group, key, np.asarray(value))
+                else:
+                    group.create_dataset(key, data=np.asarray(value))
+                    _h5ad_encode(group[key], "array")
+
+
+def write_energy_csv(path, *, obs: dict, obsm: dict | None = None) -> None:
+    """Writes the same cells as :func:`write_energy_h5ad` as a tidy CSV, one row per cell, atomically.
+
+    Columns: the ``obs`` columns in order (a categorical as its labels), then every ``obsm`` array's
+    columns as ``<key>_0``, ``<key>_1``, ... (e.g. ``time, potential, split, X_input_0, X_input_1, drift_0,
+    drift_1``). Metadata (``uns``) is left to the ``.h5ad`` file.
+
+    Raises:
+        ValueError: naming the file, as :func:`write_energy_h5ad`; also for a column name used twice.
+    """
+    from jkonetstar.io import atomic_path
+
+    path = Path(path)
+    _, columns, arrays = _energy_columns(path, None, obs, obsm)
+    table = {key: np.asarray(values) for key, values in columns.items()}
+    for key, values in arrays.items():
+        for j in range(values.shape[1]):
+            name = f"{key}_{j}"
+            if name in table:
+                raise ValueError(f"{path}: column {name!r} twice (an obs column and an obsm {key!r} column)")
+            table[name] = values[:, j]
+    with atomic_path(path, suffix=".csv") as tmp:
+        pd.DataFrame(table).to_csv(tmp, index=False)
 
 
 class Options(NamedTuple):

@@ -858,8 +858,37 @@ def rna_figure(
 
 # ---- captions: the settings each figure was made with (config slices), and the published results ----
 
-EXPERIMENTS = ("exp1", "exp2", "exp3", "ablation", "pairing")
-"""The synthetic experiments with a figure (:func:`experiment_caption`)."""
+def _figure3(full_table, rows, history, grid, data, caption):
+    return figure3(rows, history_with_steps(history, full_table), potential_order=grid["potentials"],
+                   solver_order=exp1_solver_order(grid), caption=caption)
+
+
+def _exp2(full_table, rows, history, grid, data, caption):
+    return exp2_heatmaps(rows, potential_order=grid["potentials"], train_share=1 - data["test_ratio"], caption=caption)
+
+
+def _exp3(full_table, rows, history, grid, data, caption):
+    return exp3_figure(rows, solver_order=grid["solvers"], caption=caption)
+
+
+def _ablation(full_table, rows, history, grid, data, caption):
+    return ablation_figure(rows, caption=caption)
+
+
+def _pairing(full_table, rows, history, grid, data, caption):
+    # every prediction step of the JKOnet* MLP runs (one panel each): the full table, not the configured rows
+    return pairing_figure(full_table, potential_order=grid["potentials"], solver_order=grid["solvers"],
+                          caption=caption)
+
+
+FIGURES = {"exp1": _figure3, "exp2": _exp2, "exp3": _exp3, "ablation": _ablation, "pairing": _pairing}
+"""The figure of each synthetic experiment, by its name in the config's ``experiments:``: ``draw(full_table,
+rows, history, grid, data, caption) -> Figure`` with the experiment's tidy table, its rows at the configured
+prediction step (:func:`configured_step_rows`), its training histories, its grid and data settings, and its
+caption (:func:`experiment_caption`). A new experiment is a config entry, a function here and its caption."""
+
+EXPERIMENTS = tuple(FIGURES)
+"""The synthetic experiments with a figure."""
 
 PUBLISHED = Path(__file__).with_name("published.csv")
 """Published results quoted by the tables and captions: ``experiment, algorithm, emd_mean, emd_std, source``."""

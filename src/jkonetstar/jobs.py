@@ -91,23 +91,32 @@ def simulate(*, seed: int, run: Mapping, simulation: Mapping, population: Path, 
 def read_dataset(*, dataset: str, source: Mapping, population: Path, summary: Path) -> None:
     """Reads a real population time course (:func:`jkonetstar.data.load_population`) into ``population`` (npz).
 
-    ``source``: ``location``, ``time_column``, ``n_pcs``, ``particle_column``, ``test_location``.
+    ``source``: ``location``, ``time_column``, ``n_pcs``, ``particle_column``, ``test_location`` and the
+    ``.h5ad``/scaling settings ``time_key``, ``representation``, ``standardize``, ``pair_key`` (absent: the
+    library's defaults). The summary's ``time_values`` are integers when every time is one (file labels), else
+    floats (e.g. an AnnData day 1.5); ``time_names`` (an ordered categorical time's names) when the data have them.
     """
     from jkonetstar.data import load_population
 
+    optional = {key: source[key] for key in ("time_key", "representation", "standardize", "pair_key")
+                if key in source}
     data = load_population(source["location"], time_column=source["time_column"], n_pcs=source["n_pcs"],
-                           particle_column=source["particle_column"], test_path=source["test_location"])
+                           particle_column=source["particle_column"], test_path=source["test_location"],
+                           **optional)
     counts = np.bincount(data["t"])
     log.info("%s: %d points in d = %d, %d snapshots of sizes %s; particle ids: %s; pre-split: %s",
              source["location"], len(data["x"]), data["x"].shape[1], len(counts), counts.tolist(),
              "particle" in data, "test" in data)
     save_npz(population, **data)
+    values = np.asarray(data["time_values"], np.float64)
+    integral = bool(np.all(values == np.round(values)))
     save_json(summary, {
         "dataset": dataset,
         "source": source["location"],
         "n_points": int(len(data["x"])),
         "dim": int(data["x"].shape[1]),
-        "time_values": [int(v) for v in data["time_values"]],
+        "time_values": [int(v) if integral else float(v) for v in values],
+        **({"time_names": [str(n) for n in data["time_names"]]} if "time_names" in data else {}),
         "points_per_snapshot": [int(c) for c in counts],
         "particle_ids": "particle" in data,
         "test_points": int(data["test"].sum()) if "test" in data else None,
@@ -550,23 +559,9 @@ def figure(*, experiment: str, table: Path, history: Path, grid: Mapping, solver
     steps = rows[rows["metric"] == "diverged"].groupby("solver")["predict_step"].first().to_dict()
     caption = figures.experiment_caption(experiment, grid=grid, solvers=solvers, data=data, extra=extra,
                                          protocol=protocol, steps=steps)
-    if experiment == "exp1":
-        order = figures.exp1_solver_order(grid)
-        fig = figures.figure3(rows, figures.history_with_steps(pd.read_csv(history), full_table),
-                              potential_order=grid["potentials"], solver_order=order, caption=caption)
-    elif experiment == "exp2":
-        fig = figures.exp2_heatmaps(rows, potential_order=grid["potentials"], train_share=1 - data["test_ratio"],
-                                    caption=caption)
-    elif experiment == "exp3":
-        fig = figures.exp3_figure(rows, solver_order=grid["solvers"], caption=caption)
-    elif experiment == "ablation":
-        fig = figures.ablation_figure(rows, caption=caption)
-    elif experiment == "pairing":
-        # every prediction step of the JKOnet* MLP runs (one panel each): the full table, not the configured rows
-        fig = figures.pairing_figure(full_table, potential_order=grid["potentials"], solver_order=grid["solvers"],
-                                     caption=caption)
-    else:
-        raise ValueError(f"unknown experiment {experiment!r}: choose one of {list(figures.EXPERIMENTS)}")
+    if experiment not in figures.FIGURES:
+        raise ValueError(f"unknown experiment {experiment!r}: choose one of {list(figures.FIGURES)}")
+    fig = figures.FIGURES[experiment](full_table, rows, pd.read_csv(history), grid, data, caption)
     with atomic_path(summary) as tmp:
         figures.seed_summary(full_table).to_csv(tmp, index=False)
     _save_figure(fig, png, pdf)

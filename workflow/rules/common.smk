@@ -1,11 +1,16 @@
 import itertools
 import math
 import os
+import sys
 import tempfile
+from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+# This checkout's library, as the scripts import it (not another checkout's editable install).
+sys.path.insert(0, str(Path(workflow.basedir).parent / "src"))
 
 from jkonetstar import methods  # the method registry: standard library only, no JAX at parse time
 
@@ -275,10 +280,8 @@ def experiment_solvers(name):
 
 
 def figure_extra(wildcards):
-    """The config slice an experiment's caption needs beyond its grid, solvers and data settings."""
-    if wildcards.experiment in ("ablation", "pairing"):
-        return config_slice("couplings")
-    return {}
+    """The config slice an experiment's caption may need beyond its grid, solvers and data settings."""
+    return config_slice("couplings")
 
 
 # ---- real datasets ----
@@ -289,9 +292,6 @@ def figure_extra(wildcards):
 # train_*/test_* directory form) that it comes split. The RNA data is not part of the repository: where
 # `rna.path` (or `--config rna_path=...`) is null or missing, the RNA targets are left out with one message
 # and everything else builds.
-import sys
-from pathlib import Path
-
 from jkonetstar import data as data_lib  # numpy and pandas: the formats' header-only peeks
 
 REPO_ROOT = Path(workflow.basedir).parent
@@ -306,7 +306,8 @@ def _data_location(path):
 
 
 def _read_options(section):
-    """The `datasets:` settings jkonetstar.data reads a file with (jkonetstar.data.Options)."""
+    """The `datasets:` settings jkonetstar.data reads a file with (jkonetstar.data.Options; the .h5ad ones
+    time_key, representation, pair_key included, so that peek sees a pair_key's particle ids)."""
     return {key: section[key] for key in data_lib.Options._fields if key in section}
 
 
@@ -365,6 +366,11 @@ def _real_dataset(where, section, location):
             "n_pcs": section["n_pcs"],
             "particle_column": section["particle_column"],
             "test_location": str(test_location) if test_location is not None else None,
+            # .h5ad reading (AnnData .obs time and pair columns, .obsm/X/layer coordinates) and z-scoring
+            "time_key": section["time_key"],
+            "representation": section["representation"],
+            "standardize": section["standardize"],
+            "pair_key": section["pair_key"],
         },
     }
 

@@ -47,8 +47,6 @@ rule figure:
         summary=report("results/tables/{experiment}_summary.csv", caption="../report/summary.rst", category="Tables"),
     log:
         "results/logs/figure/{experiment}.log",
-    wildcard_constraints:
-        experiment="exp1|exp2|exp3|ablation|pairing",
     conda:
         "../../envs/plot.yaml"
     threads: 1
