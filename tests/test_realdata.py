@@ -157,6 +157,60 @@ def test_user_datasets_write_metrics_tables_and_figures(realdata_run):
     assert summary["min_det"] == 0.0 and set(summary["components_per_snapshot"].values()) == {2}
 
 
+def test_real_runs_write_their_energy_at_every_cell(realdata_run):
+    # A time-dependent V on a user dataset (d = 3): each cell's V and drift at its own snapshot's time input.
+    run_dir = realdata_run / "results/runs/dataset~cells_npz/seed~0/solver~jkonet-star-time-potential"
+    population = np.load(realdata_run / "results/data/dataset~cells_npz/population.npz")
+    test = np.load(realdata_run / "results/data/dataset~cells_npz/seed~0/test_population.npz")
+    x, t, time_values = population["x"], population["t"], population["time_values"]
+    read = data.load_population(run_dir / "energy.h5ad", time_key="time", representation="X_input")
+    np.testing.assert_array_equal(read["x"], x)
+    np.testing.assert_array_equal(read["t"], t)
+    np.testing.assert_array_equal(read["time_values"], time_values)
+    import h5py
+
+    with h5py.File(run_dir / "energy.h5ad") as handle:
+        potential, drift = handle["obs/potential"][()], handle["obsm/drift"][()]
+        split = handle["obs/split"].asstr()[()]
+        uns = {key: handle[f"uns/{key}"][()] for key in ("method", "seed", "dataset", "tau")}
+    params, spec = pipeline.load_model(run_dir / "model.npz")
+    assert spec.time_dependent
+    inputs = pipeline.time_scales(time_values).times
+    expected = np.empty(len(x))
+    for label in np.unique(t):
+        rows = t == label
+        expected[rows] = pipeline.learned_potential(params, spec, x[rows], float(inputs[label]))
+    assert np.all(np.isfinite(potential))
+    np.testing.assert_allclose(potential, expected, rtol=1e-5, atol=1e-6)
+    # Drift = -grad V, checked by central differences on a few cells of each snapshot.
+    h = 1e-2 * float(x.std(axis=0).max())
+    for i in [np.flatnonzero(t == label)[k] for label in np.unique(t) for k in (0, 1)]:
+        gradient = np.empty(x.shape[1])
+        for j in range(x.shape[1]):
+            step = np.zeros(x.shape[1])
+            step[j] = h
+            up, down = (pipeline.learned_potential(params, spec, (x[i] + s)[None].astype(np.float32),
+                                                   float(inputs[t[i]]))[0] for s in (step, -step))
+            gradient[j] = (float(up) - float(down)) / (2 * h)
+        np.testing.assert_allclose(drift[i], -gradient, rtol=2e-2, atol=2e-2 * np.abs(gradient).max() + 1e-6)
+    assert (split == "test").sum() == len(test["x"]) and set(split) == {"train", "test"}
+    assert uns["method"].decode() == "jkonet-star-time-potential" and int(uns["seed"]) == 0
+    assert uns["dataset"].decode() == "cells_npz" and np.isfinite(float(uns["tau"]))
+    table = pd.read_csv(run_dir / "energy.csv")
+    assert len(table) == len(x)
+    assert list(table.columns[:3]) == ["time", "potential", "split"] and (table.split == "test").sum() == len(test["x"])
+    np.testing.assert_allclose(table.potential, potential, rtol=1e-6)
+    assert (run_dir / "energy.png").stat().st_size > 5_000
+    # Every real run writes them, the RNA experiment's JKOnet baseline too (a potential and its drift).
+    baseline = realdata_run / "results/runs/dataset~rna/seed~0/solver~jkonet"
+    read = data.load_population(baseline / "energy.h5ad", time_key="time", representation="X_input")
+    assert read["x"].shape == (210, 5)
+    with h5py.File(baseline / "energy.h5ad") as handle:
+        assert np.all(np.isfinite(handle["obs/potential"][()])) and np.any(handle["obsm/drift"][()] != 0)
+    for run_dir in (realdata_run / "results/runs").glob("dataset~*/seed~*/solver~*"):
+        assert {"energy.h5ad", "energy.csv", "energy.png"} <= {p.name for p in run_dir.iterdir()}, run_dir
+
+
 def test_paired_and_pre_split_datasets_reach_the_couplings_as_given(realdata_run, generated):
     paired = realdata_run / "results/data/dataset~cells_paired"
     summary = yaml.safe_load((paired / "seed~0/couplings.json").read_text())

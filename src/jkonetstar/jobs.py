@@ -31,6 +31,7 @@ __all__ = [
     "prediction_figure",
     "rna_table",
     "rna_figure",
+    "energy",
     "RUN_COLUMNS",
     "DATASET_RUN_COLUMNS",
 ]
@@ -666,3 +667,181 @@ def rna_figure(*, population: Path, test: Path, model: Path, table: Path, seed: 
                              title="Single-cell RNA (embryoid body): paper Fig. 5", caption=caption)
     _save_figure(fig, png, pdf)
     log.info("wrote %s", [png, pdf])
+
+
+# ---- energies out ----
+
+
+def _test_membership(x, t, x_test, t_test) -> np.ndarray:
+    """Which rows ``(x, t)`` of a population are the rows of its test split, matched by exact coordinates (as
+    float32) and label; a row repeated k times in the population is a test row as often as the test split has it."""
+    from collections import Counter
+
+    def keys(points, labels):
+        points = np.ascontiguousarray(np.asarray(points, np.float32))
+        return [(int(label), row.tobytes()) for label, row in zip(np.asarray(labels), points)]
+
+    left = Counter(keys(x_test, t_test))
+    test = np.zeros(len(x), bool)
+    for i, key in enumerate(keys(x, t)):
+        if left[key] > 0:
+            left[key] -= 1
+            test[i] = True
+    unmatched = sum(left.values())
+    if unmatched:
+        log.warning("%d test cells are not rows of the population; they are left out of the split column", unmatched)
+    return test
+
+
+def _energy_values(params, spec, x, t, time_inputs):
+    """The learnt V ``[n]`` and drift ``-grad V`` ``[n, d]`` at cells ``x`` with labels ``t`` (a time-dependent V
+    at each cell's own snapshot time input); None, None for a method that learns no potential."""
+    from jkonetstar import models, pipeline
+
+    if spec.family != "jkonet" and not spec.potential:
+        return None, None
+    potential = np.full(len(x), np.nan)
+    drift = np.zeros(x.shape, np.float64)
+    points = np.asarray(x, np.float32)
+    groups = np.unique(t) if getattr(spec, "time_dependent", False) else [None]
+    for label in groups:
+        rows = slice(None) if label is None else np.flatnonzero(t == label)
+        time = None if label is None else float(time_inputs[int(label)])
+        potential[rows] = pipeline.learned_potential(params, spec, points[rows], time)
+        if spec.family == "jkonet":
+            gradient = models.mlp_input_gradient(params["potential"], points[rows])
+        else:
+            gradient = models.energy_gradients(params, spec, "potential", points[rows], time)
+        drift[rows] = -np.asarray(gradient, np.float64)
+    return potential, drift
+
+
+def _energy_picture(params, spec, data, potential, time_inputs, name, solver, *, grid_points=100,
+                    max_points=2000, n_levels=15):
+    """The drawing of energy.png: the learnt V over the first two coordinates (the others at the data mean; one
+    panel per snapshot for a time-dependent V, with that snapshot's cells) and the cells coloured by time; d = 1:
+    the V profile over the coordinate with the cells at their V."""
+    import matplotlib.pyplot as plt
+    from matplotlib import colors
+
+    from jkonetstar import pipeline
+    from jkonetstar import plots as plots_lib
+
+    x, t, time_values = data["x"], data["t"], data["time_values"]
+    dim = x.shape[1]
+    labels = np.unique(t)
+    names = ([str(n) for n in data["time_names"]] if "time_names" in data
+             else [f"{_time_value(time_values[label])}" for label in range(len(time_values))])
+    time_dependent = getattr(spec, "time_dependent", False)
+    panels = labels.tolist() if time_dependent else [None]
+    cmap = plt.get_cmap("viridis")
+    norm = colors.BoundaryNorm(np.arange(len(time_values) + 1) - 0.5, cmap.N)
+    keep = np.random.default_rng(0).permutation(len(x))[:max_points * len(panels)]
+    low, high = plots_lib.data_window(x)
+    centre = x.mean(axis=0).astype(np.float32)
+    learns = potential is not None
+
+    def grid_values(points, label):
+        time = None if label is None else float(time_inputs[int(label)])
+        return pipeline.learned_potential(params, spec, points, time)
+
+    def draw():
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 1.8, 4.6), layout="constrained",
+                                 squeeze=False)
+        scatter = None
+        if dim == 1:
+            axis = np.linspace(low[0], high[0], grid_points, dtype=np.float32)
+        else:
+            grid_x, grid_y = np.meshgrid(np.linspace(low[0], high[0], grid_points, dtype=np.float32),
+                                         np.linspace(low[1], high[1], grid_points, dtype=np.float32))
+            points = np.tile(centre, (grid_x.size, 1))
+            points[:, 0], points[:, 1] = grid_x.ravel(), grid_y.ravel()
+            values = [grid_values(points, label) if learns else None for label in panels]
+            levels = plots_lib.shared_levels([v for v in values if v is not None], n_levels)
+        for k, (ax, label) in enumerate(zip(axes[0], panels)):
+            rows = keep if label is None else keep[t[keep] == label]
+            colour = dict(c=t[rows], cmap=cmap, norm=norm, s=8, alpha=0.8, edgecolors="none")
+            if dim == 1:
+                if learns:
+                    ax.plot(axis, grid_values(axis[:, None], label), color="black", lw=1.2, label="learned V")
+                    scatter = ax.scatter(x[rows, 0], potential[rows], **colour)
+                else:
+                    scatter = ax.scatter(x[rows, 0], np.zeros(len(rows)), **colour)
+                ax.set_xlabel(r"$x_1$")
+                ax.set_ylabel("learned V")
+            else:
+                if values[k] is not None and np.all(np.isfinite(values[k])):
+                    contour = ax.contour(grid_x, grid_y, values[k].reshape(grid_x.shape), levels=levels,
+                                         cmap="Greys", linewidths=0.8)
+                    ax.clabel(contour, fontsize="x-small", fmt="%.3g")
+                else:
+                    ax.text(0.5, 0.95, f"{solver} learns no potential" if not learns else "learnt V is not finite",
+                            ha="center", va="top", transform=ax.transAxes)
+                scatter = ax.scatter(x[rows, 0], x[rows, 1], **colour)
+                ax.set_xlabel(r"$x_1$")
+                ax.set_ylabel(r"$x_2$")
+            if label is not None:
+                ax.set_title(f"learned V(., t = {names[int(label)]})", fontsize="small")
+        bar = fig.colorbar(scatter, ax=axes[0].tolist(), ticks=np.arange(len(time_values)))
+        bar.ax.set_yticklabels(names)
+        bar.set_label("time")
+        others = "" if dim <= 2 else f"; x_3..x_{dim} at the data mean"
+        what = "potential profile" if dim == 1 else f"level curves on x_1, x_2{others}"
+        fig.suptitle(f"{name}: learned V\n{what}; cells coloured by time", fontsize="small")
+        return fig
+
+    return draw
+
+
+def energy(*, run: Mapping, tau: float, model: Path, population: Path, test: Path, h5ad: Path, csv: Path,
+           png: Path, fit: Path | None = None) -> None:
+    """Writes a real-data run's learnt energy at the dataset's cells, for single-cell tools.
+
+    Every cell of ``population`` as read gets ``obs`` ``time`` (its snapshot's real time), ``potential`` (the
+    learnt V, :func:`jkonetstar.pipeline.learned_potential`; a time-dependent V at the cell's own snapshot time
+    input, :func:`jkonetstar.pipeline.time_scales`) and ``split`` ("test" for the rows of the run's test split,
+    else "train"), and ``obsm`` ``X_input`` (the coordinates the model saw) and ``drift`` (``-grad V``). A method
+    that learns no potential gets potential NaN and drift zeros. ``uns``: method, seed, dataset, tau (and
+    time_values, time_names where the data have them).
+
+    Args:
+        run: the run's descriptors (``dataset``, ``solver``, ``seed``).
+        tau: the method's tau (the energies approximate ``dt / tau`` times the true ones).
+        model, fit: the train job's outputs (fit: the training status, named in the picture's title).
+        population: the dataset's population npz (``x``, ``t``, ``time_values``, optional ``time_names``).
+        test: the couplings job's test population of the run (``x``, ``t``).
+        h5ad, csv, png: outputs (:func:`jkonetstar.data.write_energy_h5ad`, :func:`~jkonetstar.data.write_energy_csv`
+            and the picture).
+    """
+    from jkonetstar import data as data_lib
+    from jkonetstar import pipeline
+
+    solver, seed = run["solver"], int(run["seed"])
+    params, spec = pipeline.load_model(model)
+    status = load_json(fit)["status"] if fit is not None else "ok"
+    data = load_npz(population, required=("x", "t", "time_values"))
+    x, t, time_values = np.asarray(data["x"]), np.asarray(data["t"]), np.asarray(data["time_values"], np.float64)
+    test_data = load_npz(test, required=("x", "t"))
+    is_test = _test_membership(x, t, test_data["x"], test_data["t"])
+    time_inputs = pipeline.time_scales(time_values).times
+    potential, drift = _energy_values(params, spec, x, t, time_inputs)
+    if potential is None:
+        log.info("%s learns no potential: potential NaN and drift zeros for every cell", solver)
+    elif not np.all(np.isfinite(potential)):
+        log.warning("learnt potential not finite at %d of %d cells", int(np.sum(~np.isfinite(potential))), len(x))
+    obs = {"time": time_values[t],
+           "potential": np.full(len(x), np.nan) if potential is None else potential,
+           "split": np.where(is_test, "test", "train")}
+    obsm = {"X_input": x, "drift": np.zeros(x.shape, np.float64) if drift is None else drift}
+    uns = {"method": str(solver), "seed": seed, "dataset": str(run["dataset"]), "tau": float(tau),
+           "time_values": time_values}
+    if "time_names" in data:
+        uns["time_names"] = np.asarray([str(n) for n in data["time_names"]])
+    data_lib.write_energy_h5ad(h5ad, obs=obs, obsm=obsm, uns=uns)
+    data_lib.write_energy_csv(csv, obs=obs, obsm=obsm)
+    log.info("wrote the learnt energy of %d cells (%d test) to %s and %s", len(x), int(is_test.sum()), h5ad, csv)
+
+    from jkonetstar import plots as plots_lib
+
+    name = f"{run['dataset']}, {plots_lib.solver_label(solver)}, seed {seed}{_status_note(status)}"
+    plots_lib.save_figure(_energy_picture(params, spec, data, potential, time_inputs, name, solver), png, log=log)

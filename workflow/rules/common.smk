@@ -178,6 +178,8 @@ CODE = {
     ],
 }
 CODE["prediction"] = [*CODE["figure"], "workflow/scripts/prediction.py"]
+# The learnt energy of a real-data run at its cells (the energy rule) runs the files of evaluate and the .h5ad writer.
+CODE["energy"] = ["workflow/scripts/energy.py", *CODE["evaluate"][1:], "src/jkonetstar/data.py"]
 
 
 def beta_label(beta):
@@ -430,13 +432,22 @@ def realdata_outputs(which="all"):
     """The final files of the RNA experiment (``which="rna"``), of the user datasets (``"datasets"``) or both."""
     outputs = []
     if which in ("all", "rna") and "rna" in REAL_DATASETS:
-        outputs += RNA_OUTPUTS
+        outputs += RNA_OUTPUTS + energy_outputs("rna")
     if which in ("all", "datasets"):
         for name in REAL_DATASETS:
             if name != "rna":
                 outputs.append(f"results/tables/datasets/{name}.csv")
                 outputs += real_dataset_files(name, "predictions.png") + real_dataset_files(name, "levels.png")
+                outputs += energy_outputs(name)
     return outputs
+
+
+def energy_outputs(name):
+    """The learnt energy at the cells of every run on real dataset ``name`` (rule energy)."""
+    return [path for filename in ENERGY_FILES for path in real_dataset_files(name, filename)]
+
+
+ENERGY_FILES = ["energy.h5ad", "energy.csv", "energy.png"]
 
 
 def realdata_hp(dataset, solver):
