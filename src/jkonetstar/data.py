@@ -706,17 +706,13 @@ def _read(path: Path, options: Options) -> tuple[dict[str, np.ndarray], np.ndarr
     return _format(path).read(path, options)
 
 
-def peek(path, test_path=None, **options) -> Peek:
-    """What :func:`load_population` would find, from the files' headers only (the workflow checks settings with
-    it before any job runs): the points' dimension and whether the rows carry particle ids (in every part)."""
-    path, settings = Path(path), Options(**options)
+def peek(path, **options) -> Peek:
+    """What :func:`load_population` would find in one data file or directory, from its header only (the workflow
+    checks settings with it before any job runs): the points' dimension and whether the rows carry particle ids."""
+    path = Path(path)
     if not path.exists():
         return Peek(None, False)
-    found = _format(path).peek(path, settings)
-    if test_path is not None and Path(test_path).exists():
-        other = _format(Path(test_path)).peek(Path(test_path), settings)
-        found = Peek(found.dim, found.particle_ids and other.particle_ids)
-    return found
+    return _format(path).peek(path, Options(**options))
 
 
 def files(path, test_path=None) -> list[str]:

@@ -398,6 +398,22 @@ def _true_levels(params, spec, truth, tau, dim, settings, name, solver):
         true_title="true V", learned_title=learned_title, message=message)
 
 
+def _data_grid(x, grid_points):
+    """A grid over the first two coordinates of the data window, the other coordinates at the data mean:
+    ``(grid_x, grid_y, points [grid_points^2, d])`` (d = 1: the second axis is unused)."""
+    from jkonetstar import plots
+
+    low, high = plots.data_window(x)
+    second = (low[1], high[1]) if x.shape[1] > 1 else (low[0], high[0])
+    grid_x, grid_y = np.meshgrid(np.linspace(low[0], high[0], grid_points, dtype=np.float32),
+                                 np.linspace(*second, grid_points, dtype=np.float32))
+    points = np.tile(x.mean(axis=0).astype(np.float32), (grid_x.size, 1))
+    points[:, 0] = grid_x.ravel()
+    if x.shape[1] > 1:
+        points[:, 1] = grid_y.ravel()
+    return grid_x, grid_y, points
+
+
 def _real_levels(params, spec, population, labels, settings, name, solver):
     """The drawing of a real-data run's learnt V on the first two coordinates over the data window (the others
     at the data mean; one panel per target time for a time-dependent potential)."""
@@ -405,18 +421,13 @@ def _real_levels(params, spec, population, labels, settings, name, solver):
 
     x, time_values = population["x"], population["time_values"]
     dim = x.shape[1]
-    low, high = plots.data_window(x)
-    grid_x, grid_y = np.meshgrid(np.linspace(low[0], high[0], settings["grid_points"], dtype=np.float32),
-                                 np.linspace(low[1], high[1], settings["grid_points"], dtype=np.float32))
-    points = np.tile(x.mean(axis=0).astype(np.float32), (grid_x.size, 1))
-    points[:, 0] = grid_x.ravel()
-    if dim > 1:
-        points[:, 1] = grid_y.ravel()
+    grid_x, grid_y, points = _data_grid(x, settings["grid_points"])
     time_dependent = getattr(spec, "time_dependent", False)
     times = labels[1:].tolist() if time_dependent else [None]
+    time_inputs = pipeline.time_scales(time_values).times  # what V(x, t) was trained with at each snapshot
     values, titles = [], []
     for label in times:
-        v = pipeline.learned_potential(params, spec, points, label)
+        v = pipeline.learned_potential(params, spec, points, None if label is None else float(time_inputs[label]))
         if v is not None:
             v = v.reshape(grid_x.shape)
             v = v - v[np.isfinite(v)].mean() if np.any(np.isfinite(v)) else v
@@ -738,7 +749,6 @@ def _energy_picture(params, spec, data, potential, time_inputs, name, solver, *,
     norm = colors.BoundaryNorm(np.arange(len(time_values) + 1) - 0.5, cmap.N)
     keep = np.random.default_rng(0).permutation(len(x))[:max_points * len(panels)]
     low, high = plots_lib.data_window(x)
-    centre = x.mean(axis=0).astype(np.float32)
     learns = potential is not None
 
     def grid_values(points, label):
@@ -752,10 +762,7 @@ def _energy_picture(params, spec, data, potential, time_inputs, name, solver, *,
         if dim == 1:
             axis = np.linspace(low[0], high[0], grid_points, dtype=np.float32)
         else:
-            grid_x, grid_y = np.meshgrid(np.linspace(low[0], high[0], grid_points, dtype=np.float32),
-                                         np.linspace(low[1], high[1], grid_points, dtype=np.float32))
-            points = np.tile(centre, (grid_x.size, 1))
-            points[:, 0], points[:, 1] = grid_x.ravel(), grid_y.ravel()
+            grid_x, grid_y, points = _data_grid(x, grid_points)
             values = [grid_values(points, label) if learns else None for label in panels]
             levels = plots_lib.shared_levels([v for v in values if v is not None], n_levels)
         for k, (ax, label) in enumerate(zip(axes[0], panels)):

@@ -322,10 +322,11 @@ def _check_real_dataset(where, section, location, test_location=None):
             f"invalid config setting {where}.test_path: {location} is split already (train_*.npy, "
             "test_*.npy); give no test_path"
         )
-    peek = data_lib.peek(location, test_location, **_read_options(section))
+    parts = [location] + ([test_location] if test_location is not None else [])
+    peeks = [data_lib.peek(part, **_read_options(section)) for part in parts]  # headers only, once per file
+    dim = peeks[0].dim
     if section["pairing"] in ("paired", "shuffled"):
-        parts = [location] + ([test_location] if test_location is not None else [])
-        missing = [str(p) for p in parts if not data_lib.peek(p, **_read_options(section)).particle_ids]
+        missing = [str(part) for part, found in zip(parts, peeks) if not found.particle_ids]
         if missing:
             raise WorkflowError(
                 f"invalid config setting {where}.pairing: {section['pairing']!r} needs particle ids in {missing[0]} "
@@ -344,13 +345,13 @@ def _check_real_dataset(where, section, location, test_location=None):
             f"invalid config setting {where}.couplings.epsilon: give epsilon > 0 exactly when method is sinkhorn"
         )
     for solver in section["solvers"]:
-        if not methods.get(solver).closed_form or peek.dim is None:
+        if not methods.get(solver).closed_form or dim is None:
             continue
-        size = linear_feature_count(solver, peek.dim, section["training"].get("features"))
+        size = linear_feature_count(solver, dim, section["training"].get("features"))
         if size > methods.MAX_FEATURES:
             raise WorkflowError(
                 f"invalid config setting {where}.solvers: linear solver {solver!r} cannot run on {location} "
-                f"(d = {peek.dim}: {size} features, more than {methods.MAX_FEATURES}); "
+                f"(d = {dim}: {size} features, more than {methods.MAX_FEATURES}); "
                 "use an MLP solver such as jkonet-star-potential"
             )
 
