@@ -21,6 +21,7 @@ import yaml
 from jkonetstar import jobs, methods
 from jkonetstar.__main__ import main
 from jkonetstar.data import load_population
+from jkonetstar.density import MixtureSizeWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
@@ -218,6 +219,29 @@ def test_run_on_a_user_npz_with_X(capsys, workdir):
     for name in ("train_couplings.npz", "test_population.npz"):
         ours, theirs = np.load(out / name), np.load(workdir / name)
         assert all(np.array_equal(ours[k], theirs[k]) for k in theirs.files), name
+
+
+
+def test_snapshots_of_20_cells_next_to_2000_run_end_to_end(capsys, workdir):
+    """Unequal snapshots (20, 2000, 20 cells, d = 2) through read -> couple -> train -> evaluate: the mixture of
+    each 20-cell snapshot is capped (12 training cells: 4 components) with a warning naming it, and every stage
+    finishes with finite scores."""
+    rng = np.random.default_rng(1)
+    sizes = [20, 2000, 20]
+    t = np.repeat([0, 1, 2], sizes)
+    x = rng.normal(size=(len(t), 2)) * 0.5 + 0.3 * t[:, None]
+    np.savez(workdir / "uneven.npz", X=x, t=t)
+    with pytest.warns(MixtureSizeWarning) as caught:
+        code, _, err = cli(capsys, "run", "--data", "uneven.npz", "--method", "jkonet-star-potential", "--epochs",
+                           "2", "--hidden", "8", "--batch-size", "50", "--out", "uneven")
+    assert code == 0, err
+    messages = [str(w.message) for w in caught if issubclass(w.category, MixtureSizeWarning)]
+    assert [m.split(" has ")[0] for m in messages] == ["snapshot 0", "snapshot 2"], messages
+    assert all("12 points" in m and "density.n_components = 10" in m for m in messages), messages
+    metrics = json.loads((workdir / "uneven" / "metrics.json").read_text())
+    assert len(metrics["w1_per_step"]) == 2 and all(math.isfinite(v) for v in metrics["w1_per_step"])
+    components = json.loads((workdir / "uneven" / "couplings.json").read_text())["components_per_snapshot"]
+    assert components == {"0": 4, "1": 10, "2": 4}  # max(1, n // (d + 1)) of 12 cells in d = 2
 
 
 @pytest.mark.parametrize("case", ["nan", "fractional_time", "csv_nan"])

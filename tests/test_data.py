@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jkonetstar import pipeline
 from jkonetstar.data import load_population, standardise_pcs
 
 SHARED_RNA = Path(__file__).resolve().parents[2] / "shared" / "real-data" / "eb_rna_pca5"
@@ -85,3 +86,17 @@ def test_csv_without_time_column(tmp_path):
     pd.DataFrame({"a": [1.0, 2.0]}).to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(ValueError, match="no time column 't'"):
         load_population(tmp_path / "d.csv")
+
+
+def test_npz_time_value_gives_the_snapshot_times(tmp_path):
+    """TIGON's form: integer labels t plus time_value, the real time of each label (days; 8 h is 1/3)."""
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    np.savez(tmp_path / "emt.npz", X=x, t=np.array([0, 0, 1, 1, 4, 4]), time_value=np.array([0.0, 1 / 3, 7.0]))
+    population = load_population(tmp_path / "emt.npz")
+    np.testing.assert_array_equal(population["t"], [0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(population["time_values"], [0.0, 1 / 3, 7.0])
+    # unit: the median gap (1/3 + 20/3) / 2 = 3.5 days
+    np.testing.assert_allclose(pipeline.time_scales(population["time_values"]).times, [0.0, 2 / 21, 2.0])
+    np.savez(tmp_path / "bad.npz", X=x, t=np.array([0, 0, 1, 1, 4, 4]), time_value=np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"bad\.npz: time_value must hold one finite, increasing time per time label"):
+        load_population(tmp_path / "bad.npz")

@@ -97,8 +97,9 @@ def realdata_run(tmp_path_factory, generated):
     workdir = copy_checkout(tmp_path_factory.mktemp("workflow"))
     config = tiny_config(
         # The JKOnet baseline too, on snapshots of 36/48/42 training cells subsampled to 36, 2 epochs.
+        # Leave-one-out too: the inner snapshot 1 of 3 left out, one seed.
         rna=real_section(generated["trajectorynet"], time_names=["d0", "d3", "d6"], baselines=["jkonet"],
-                         baseline_training={"epochs": 2}),
+                         baseline_training={"epochs": 2}, leave_one_out={"holdouts": [1], "seeds": [0]}),
         datasets={
             "cells_npz": real_section(generated["npz"], solvers=["jkonet-star-potential",
                                                                  "jkonet-star-time-potential"]),
@@ -116,6 +117,23 @@ def realdata_run(tmp_path_factory, generated):
     assert result.returncode == 0, result.stderr[-6000:]
     assert not re.search(RNA_MESSAGE, result.stderr)
     return workdir
+
+
+def test_rna_target_builds_both_protocols(realdata_run):
+    table = pd.read_csv(realdata_run / "results/tables/rna_protocols.csv")
+    ours = table[table.provenance == "rerun"].set_index(["protocol", "solver"])
+    loo = ours.loc[("leave-one-out", "jkonet-star-time-potential")]
+    run = yaml.safe_load((realdata_run / "results/runs/dataset~rna/holdout~1/seed~0/solver~jkonet-star-time-potential"
+                          "/metrics.json").read_text())
+    assert run["holdout"] == 1 and len(run["w1_per_step"]) == 1  # snapshot 0 pushed to the held-out 1
+    assert loo["mean"] == pytest.approx(run["w1_mean"]) and loo["n_seeds"] == 1
+    one_step = pd.read_csv(realdata_run / "results/tables/rna.csv").set_index(["solver", "statistic"])
+    assert ours.loc[("one-step", "jkonet-star-time-potential"), "mean"] == pytest.approx(
+        one_step.loc[("jkonet-star-time-potential", "over seed means"), "emd_mean"])
+    couplings = yaml.safe_load((realdata_run / "results/data/dataset~rna/holdout~1/seed~0/couplings.json").read_text())
+    assert couplings["holdout"] == 1 and couplings["pairs_per_target_snapshot"].keys() == {"2"}  # 0 -> 2 only
+    assert set(table[table.provenance == "published"].protocol) == {"one-step", "leave-one-out"}
+    assert (realdata_run / "results/figures/rna_protocols.png").stat().st_size > 10_000
 
 
 def test_rna_path_runs_on_a_trajectorynet_file(realdata_run):

@@ -4,8 +4,10 @@ Accepted forms, all returned as the flat population ``{"x" [n, d] float32, "t" [
 ``"particle"`` ids and a ``"test"`` mask where the data have them) with snapshot labels renumbered 0..T in
 increasing order of the original time values:
 
-- ``.npz`` with ``X`` (or ``x``) ``[n, d]``, integer time labels ``t`` ``[n]`` and optional particle
-  ids ``particle`` ``[n]`` (one id at several times: the same particle observed again, paired data);
+- ``.npz`` with ``X`` (or ``x``) ``[n, d]``, integer time labels ``t`` ``[n]``, optional particle
+  ids ``particle`` ``[n]`` (one id at several times: the same particle observed again, paired data) and
+  optional ``time_value`` (or ``time_values``) ``[T + 1]``, the real time of each label in sorted label order
+  (e.g. days; TIGON's form), which then replaces the labels as the snapshot times;
 - ``.csv`` with coordinate columns, one time column (``time_column``, default ``"t"``) and an optional
   particle id column (``particle_column``, default ``"particle"``);
 - a directory with ``data.npy`` ``[n, d]`` and ``sample_labels.npy`` ``[n]`` (the JKOnet* RNA input form),
@@ -104,7 +106,7 @@ def _population(path: Path, x, t, particle=None) -> dict[str, np.ndarray]:
 
 
 def _renumbered(path: Path, population: dict, time_names=None) -> dict[str, np.ndarray]:
-    times = population.get("_time", population["t"])  # "_time": an .h5ad file's real time per row
+    times = population.get("_time", population["t"])  # "_time": the real time per row (.h5ad, npz time_value)
     labels, t_index = np.unique(times, return_inverse=True)
     if len(labels) < 2:
         raise ValueError(f"{path}: need at least two time points, found {labels.tolist()}")
@@ -634,7 +636,16 @@ def _read_npz(path: Path, options: Options) -> tuple[dict, None]:
     x = arrays.get("X", arrays.get("x"))
     if x is None or "t" not in arrays:
         raise ValueError(f"{path}: expected arrays X (or x) and t, or pcs and sample_labels; found {sorted(arrays)}")
-    return _population(path, x, arrays["t"], arrays.get("particle")), None
+    population = _population(path, x, arrays["t"], arrays.get("particle"))
+    values = arrays.get("time_value", arrays.get("time_values"))
+    if values is not None:
+        labels, index = np.unique(population["t"], return_inverse=True)
+        values = np.asarray(values, np.float64).ravel()
+        if len(values) != len(labels) or not np.all(np.isfinite(values)) or np.any(np.diff(values) <= 0):
+            raise ValueError(f"{path}: time_value must hold one finite, increasing time per time label "
+                             f"({len(labels)} labels {labels.tolist()}), got {values.tolist()}")
+        population["_time"] = values[index]
+    return population, None
 
 
 def _peek_npz(path: Path, options: Options) -> Peek:

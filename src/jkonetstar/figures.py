@@ -52,6 +52,7 @@ __all__ = [
     "prediction_table",
     "prediction_figure",
     "rna_figure",
+    "protocols_figure",
     "EXPERIMENTS",
     "exp1_solver_order",
     "experiment_caption",
@@ -762,6 +763,43 @@ def prediction_figure(
     return fig
 
 
+_PROVENANCE_STYLES = {
+    "rerun": dict(color="C0", marker="o", markerfacecolor="C0", label="rerun here (mean +- std over seeds)"),
+    "published": dict(color="0.45", marker="s", markerfacecolor="white", label="published (mean +- std)"),
+}
+
+
+def protocols_figure(table: pd.DataFrame) -> Figure:
+    """Returns one panel per protocol (``table["protocol"]``: one-step, leave-one-out) of the EB benchmark: every
+    method's W1 as a point with its std, our reruns (filled) above the published rows (open), best at the top
+    of each group. ``table``: the rows of ``rna_protocols.csv``."""
+    protocols = [p for p in ("one-step", "leave-one-out") if p in set(table["protocol"])]
+    heights = [max(2, len(table[table["protocol"] == p])) for p in protocols]
+    fig, axes = plt.subplots(len(protocols), 1, figsize=(7.5, 1.2 + 0.32 * sum(heights)), squeeze=False,
+                             gridspec_kw={"height_ratios": heights}, sharex=True, constrained_layout=True)
+    for ax, protocol in zip(axes[:, 0], protocols):
+        rows = table[table["protocol"] == protocol]
+        rows = pd.concat([rows[rows["provenance"] == "rerun"].sort_values("mean", ascending=False),
+                          rows[rows["provenance"] == "published"].sort_values("mean", ascending=False)])
+        rows = rows.iloc[::-1]  # barh order: the first row drawn lowest
+        for y, (_, row) in enumerate(rows.iterrows()):
+            style = dict(_PROVENANCE_STYLES[row["provenance"]])
+            label = style.pop("label")
+            std = row["std"] if np.isfinite(row["std"]) else None
+            ax.errorbar(row["mean"], y, xerr=std, capsize=3, linestyle="none", markersize=6,
+                        label=label if label not in ax.get_legend_handles_labels()[1] else None, **style)
+            ax.annotate(f"{row['mean']:.3f}", (row["mean"], y), xytext=(0, 6), textcoords="offset points",
+                        ha="center", fontsize=7, color=style["color"])
+        ax.set_yticks(range(len(rows)), rows["method"].tolist(), fontsize=8)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_title(f"{protocol} protocol", fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("W1 (EMD, Euclidean) to the held-out cells, 5 PCs (lower is better)")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Embryoid body: one-step and leave-one-timepoint-out protocols", fontsize=10)
+    return fig
+
+
 def rna_figure(
     observed: Sequence[np.ndarray],
     interpolated: Sequence[np.ndarray],
@@ -998,8 +1036,8 @@ def prediction_caption(grid: Mapping, protocol: str) -> str:
             f"Settings: {protocol}.")
 
 
-RNA_ALGORITHMS = {"jkonet-star-time-potential": "JKOnet* (time-varying V)", "jkonet": "JKOnet",
-                  "jkonet-vanilla": "JKOnet-vanilla"}
+RNA_ALGORITHMS = {"jkonet-star-time-potential": "JKOnet* (time-varying V)", "jkonet-star-potential": "JKOnet* (V)",
+                  "jkonet": "JKOnet", "jkonet-vanilla": "JKOnet-vanilla"}
 """Names of the RNA methods in the published tables (the ``algorithm`` column of the RNA table)."""
 
 

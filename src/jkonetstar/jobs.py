@@ -31,6 +31,9 @@ __all__ = [
     "prediction_figure",
     "rna_table",
     "rna_figure",
+    "rna_protocols",
+    "protocol_rows",
+    "PROTOCOLS",
     "energy",
     "RUN_COLUMNS",
     "DATASET_RUN_COLUMNS",
@@ -132,7 +135,9 @@ def couple(*, population: Path, seed: int, split: Mapping, couplings: Mapping, d
     Args:
         population: a population npz (``x``, ``t``, optional ``particle`` and, read with ``given_split``, ``test``).
         seed: seeds the split, the shuffles and the mixtures (a real dataset's ``split_seed``, else the run's).
-        split, couplings, density: keyword arguments of :func:`jkonetstar.pipeline.prepare_training_data`.
+        split, couplings, density: keyword arguments of :func:`jkonetstar.pipeline.prepare_training_data`;
+            ``split`` may instead hold ``holdout``, an inner snapshot label: the leave-one-timepoint-out
+            protocol (:func:`jkonetstar.pipeline.leave_one_out`), which draws no split.
         pairing: what the data are (:data:`jkonetstar.couplings.PAIRINGS`; None: paired with particle ids,
             else independent).
         given_split: real data: use the file's own train/test split where it has one
@@ -146,7 +151,14 @@ def couple(*, population: Path, seed: int, split: Mapping, couplings: Mapping, d
 
     data = load_npz(population, required=("x", "t"))
     options, head = {}, {"pairing": pairing}
-    if given_split:
+    split = dict(split)
+    holdout = split.pop("holdout", None)
+    if holdout is not None:  # leave-one-timepoint-out (pipeline.leave_one_out): no split is drawn
+        data, test_population = pipeline.leave_one_out(data, int(holdout))
+        options, head = {"test_population": test_population}, {"holdout": int(holdout)}
+        log.info("leave-one-out: snapshot %d held out; %d training cells, test = full snapshots %s", holdout,
+                 len(data["x"]), np.unique(test_population["t"]).tolist())
+    elif given_split:
         data, test_population = pipeline.given_split(data)
         options, head = {"test_population": test_population, "split_by": "trajectory"}, {}
     prepared = pipeline.prepare_training_data(data, int(seed), pairing=pairing, **options, **split, **couplings,
@@ -344,6 +356,11 @@ def _time_value(value):
     return int(value) if float(value).is_integer() else float(value)
 
 
+def _time_text(value) -> str:
+    """A snapshot time in a figure: 4 significant digits (days 0, 8, 16; 0.3333 for 8 hours in days)."""
+    return f"{float(value):.4g}"
+
+
 def _against_no_motion(scores: Mapping, summary: Mapping, status: str) -> dict:
     """The no-motion reference of the run's test split and the model's ratio to it; logs a model that loses."""
     if "no_motion_w1_mean" not in summary:
@@ -432,7 +449,7 @@ def _real_levels(params, spec, population, labels, settings, name, solver):
             v = v.reshape(grid_x.shape)
             v = v - v[np.isfinite(v)].mean() if np.any(np.isfinite(v)) else v
         values.append(v)
-        titles.append("learned V" if label is None else f"learned V(., t = {int(time_values[label])})")
+        titles.append("learned V" if label is None else f"learned V(., t = {_time_text(time_values[label])})")
     clouds = [x[population["t"] == label] for label in times] if time_dependent else [x]
     others = "" if dim <= 2 else f"; x_3..x_{dim} at the data mean"
     return lambda: plots.potential_panels(
@@ -636,6 +653,66 @@ def rna_table(*, metrics: Sequence[Path], protocol: Mapping[str, str], table: Pa
         frame.to_csv(tmp, index=False)
 
 
+PROTOCOLS = ("one-step", "leave-one-out")
+"""The protocols of the EB benchmark (rule rna_protocols): the paper's 60/40 one-step one and the field's
+leave-one-timepoint-out one; ``published.csv`` holds the published rows of each as experiment
+``rna_protocols/<protocol>``."""
+
+
+def protocol_rows(runs: Sequence[Mapping], protocol: str, source: str) -> list[dict]:
+    """One row per method of a protocol's reruns: the mean over seeds of each seed's mean W1 (over the time steps,
+    or over the left-out snapshots) and the std over seeds (NaN for one seed)."""
+    from jkonetstar import figures
+
+    by_method: dict[str, dict[int, list[float]]] = {}
+    for run in runs:
+        by_method.setdefault(run["solver"], {}).setdefault(int(run["seed"]), []).extend(
+            float(v) for v in run["w1_per_step"])
+    rows = []
+    for solver, seeds in by_method.items():
+        means = np.array([np.mean(values) for _, values in sorted(seeds.items())])
+        rows.append(dict(method=figures.RNA_ALGORITHMS.get(solver, solver), solver=solver, protocol=protocol,
+                         mean=float(means.mean()), std=float(means.std()) if len(means) > 1 else math.nan,
+                         n_seeds=len(means), source=source, provenance="rerun"))
+    return rows
+
+
+def rna_protocols(*, one_step: Sequence[Path], leave_one_out: Sequence[Path], protocol: Mapping[str, object],
+                  table: Path, png: Path, pdf: Path) -> None:
+    """The EB benchmark under both protocols: ``rna_protocols.csv`` (columns ``method``, ``solver``, ``protocol``,
+    ``mean``, ``std``, ``n_seeds``, ``source``, ``provenance`` = rerun | published) and its figure.
+
+    Args:
+        one_step, leave_one_out: the ``metrics.json`` of the runs of each protocol.
+        protocol: ``"one-step"``: per solver how it was measured; ``"leave-one-out"``: how the protocol ran.
+    """
+    import pandas as pd
+
+    from jkonetstar import figures
+
+    one_step_runs = [load_json(path) for path in one_step]
+    loo_runs = [load_json(path) for path in leave_one_out]
+    for run in loo_runs:
+        if len(run["w1_per_step"]) != 1:
+            raise ValueError(f"a leave-one-out run scores one transition, got {len(run['w1_per_step'])} "
+                             f"(dataset {run.get('dataset')}, holdout {run.get('holdout')})")
+    rows = []
+    for solver in dict.fromkeys(run["solver"] for run in one_step_runs):
+        runs = [run for run in one_step_runs if run["solver"] == solver]
+        rows += protocol_rows(runs, "one-step", f"this reproduction ({protocol['one-step'][solver]})")
+    rows += protocol_rows(loo_runs, "leave-one-out", f"this reproduction ({protocol['leave-one-out']})")
+    for name in PROTOCOLS:
+        rows += [dict(method=entry["algorithm"], solver="", protocol=name, mean=entry["emd_mean"],
+                      std=entry["emd_std"], n_seeds=math.nan, source=entry["source"], provenance="published")
+                 for entry in figures.published(f"rna_protocols/{name}")]
+    frame = pd.DataFrame(rows)
+    log.info("\n%s", frame[["method", "protocol", "provenance", "mean", "std", "n_seeds"]].to_string())
+    with atomic_path(table) as tmp:
+        frame.to_csv(tmp, index=False)
+    _save_figure(figures.protocols_figure(frame), png, pdf)
+    log.info("wrote %s", [table, png, pdf])
+
+
 def rna_figure(*, population: Path, test: Path, model: Path, table: Path, seed: int, solver: str, tau: float,
                plots: Mapping, time_names: Sequence[str] | None, predict_options: Mapping | None, protocol: str,
                png: Path, pdf: Path) -> None:
@@ -742,7 +819,7 @@ def _energy_picture(params, spec, data, potential, time_inputs, name, solver, *,
     dim = x.shape[1]
     labels = np.unique(t)
     names = ([str(n) for n in data["time_names"]] if "time_names" in data
-             else [f"{_time_value(time_values[label])}" for label in range(len(time_values))])
+             else [_time_text(time_values[label]) for label in range(len(time_values))])
     time_dependent = getattr(spec, "time_dependent", False)
     panels = labels.tolist() if time_dependent else [None]
     cmap = plt.get_cmap("viridis")

@@ -257,6 +257,35 @@ def given_split(population: dict) -> tuple[dict, dict | None]:
     return {**{k: v[~test] for k, v in arrays.items()}, **extra}, {k: v[test] for k, v in arrays.items()}
 
 
+def leave_one_out(population: dict, holdout: int) -> tuple[dict, dict]:
+    """Returns ``(train, test)`` of the leave-one-timepoint-out protocol (TrajectoryNet, TorchCFM) for the inner
+    snapshot label ``holdout``: ``train`` every row of every other snapshot (the labels keep their numbers, so
+    the transition over the gap, ``holdout - 1`` to ``holdout + 1``, is one JKO step of the whole gap by
+    :func:`time_scales` on the population's full ``time_values``, which go with ``train``), ``test`` the
+    *full* snapshots ``holdout - 1`` and ``holdout``: the evaluation pushes the first, observed in training,
+    one step to the held-out time and compares it with the whole held-out population. The arguments
+    ``population`` and ``test_population`` of :func:`prepare_training_data`.
+
+    Raises:
+        ValueError: ``holdout`` not an inner label (the first and last snapshots cannot be left out), or
+            pre-split data (the protocol uses every cell).
+    """
+    if "test" in population:
+        raise ValueError("leave-one-out uses every cell of every snapshot: give the data unsplit (no test part)")
+    t = np.asarray(population["t"])
+    labels = np.unique(t)
+    inner = labels[1:-1].tolist()
+    if int(holdout) not in inner:
+        raise ValueError(f"holdout {holdout}: the left-out snapshot must be an inner one of the labels "
+                         f"{labels.tolist()}, one of {inner}")
+    previous = labels[labels.tolist().index(int(holdout)) - 1]
+    arrays = {key: np.asarray(population[key]) for key in ("x", "t", "particle") if key in population}
+    extra = {"time_values": np.asarray(population["time_values"])} if "time_values" in population else {}
+    kept, tested = t != holdout, (t == previous) | (t == holdout)
+    return ({**{k: v[kept] for k, v in arrays.items()}, **extra},
+            {k: v[tested] for k, v in arrays.items() if k in ("x", "t")})
+
+
 def _ordered_by_particle(population: dict, pairing: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns ``(x, t, particle)`` of ``population``, rows by time then particle id for paired data with ids."""
     x, t = np.asarray(population["x"]), np.asarray(population["t"])

@@ -112,6 +112,8 @@ DATASET = "potential~{potential}/interaction~{interaction}/beta~{beta}/dim~{dim}
 SYNTHETIC_DATA = f"{DATASET}/pairing~{{pairing}}/ot~{{ot}}"
 REAL_DATASET = "dataset~{dataset}"
 REAL_DATA = f"{REAL_DATASET}/seed~{{seed}}"
+# The leave-one-timepoint-out protocol (a real dataset's `leave_one_out`): snapshot `holdout` left out.
+REAL_LOO_DATA = f"{REAL_DATASET}/holdout~{{holdout}}/seed~{{seed}}"
 COUPLED = "{data}"
 RUN = "{data}/solver~{solver}"
 
@@ -167,6 +169,12 @@ CODE = {
         "src/jkonetstar/methods.py",
     ],
     "rna_table": ["workflow/scripts/rna_table.py", *_CORE, "src/jkonetstar/figures.py", "src/jkonetstar/published.csv"],
+    "rna_protocols": [
+        "workflow/scripts/rna_protocols.py",
+        *_CORE,
+        "src/jkonetstar/figures.py",
+        "src/jkonetstar/published.csv",
+    ],
     "rna_figure": [
         "workflow/scripts/rna_figure.py",
         *_CORE,
@@ -299,6 +307,11 @@ from jkonetstar import data as data_lib  # numpy and pandas: the formats' header
 REPO_ROOT = Path(workflow.basedir).parent
 RNA_DEFAULT_LOCATION = "data/eb_rna_pca5"
 RNA_OUTPUTS = ["results/tables/rna.csv", "results/figures/rna.png", "results/figures/rna.pdf"]
+RNA_PROTOCOL_OUTPUTS = [
+    "results/tables/rna_protocols.csv",
+    "results/figures/rna_protocols.png",
+    "results/figures/rna_protocols.pdf",
+]
 
 
 def _data_location(path):
@@ -423,6 +436,31 @@ def real_dataset_runs(name):
     ]
 
 
+def loo_runs(name):
+    """Returns ``[{"dataset", "holdout", "seed", "solver"}]`` of the leave-one-out runs on real dataset ``name``
+    (its `leave_one_out` section; none when null)."""
+    section = REAL_DATASETS[name]["settings"]
+    loo = section.get("leave_one_out")
+    if not loo:
+        return []
+    baseline_seeds = loo.get("baseline_seeds") or section.get("baseline_seeds") or section["seeds"]
+    return [
+        dict(dataset=name, holdout=holdout, seed=seed, solver=solver)
+        for holdout in loo["holdouts"]
+        for seed in loo.get("seeds") or section["seeds"]
+        for solver in loo.get("solvers") or section["solvers"]
+    ] + [
+        dict(dataset=name, holdout=holdout, seed=seed, solver=baseline)
+        for holdout in loo["holdouts"]
+        for seed in baseline_seeds
+        for baseline in loo.get("baselines", [])
+    ]
+
+
+def loo_files(name, filename):
+    return [f"results/runs/{REAL_LOO_DATA.format(**run)}/solver~{run['solver']}/{filename}" for run in loo_runs(name)]
+
+
 def real_dataset_files(name, filename):
     return [
         f"results/runs/{REAL_DATA.format(**run)}/solver~{run['solver']}/{filename}" for run in real_dataset_runs(name)
@@ -434,6 +472,8 @@ def realdata_outputs(which="all"):
     outputs = []
     if which in ("all", "rna") and "rna" in REAL_DATASETS:
         outputs += RNA_OUTPUTS + energy_outputs("rna")
+        if loo_runs("rna"):
+            outputs += RNA_PROTOCOL_OUTPUTS
     if which in ("all", "datasets"):
         for name in REAL_DATASETS:
             if name != "rna":
@@ -455,7 +495,7 @@ def realdata_hp(dataset, solver):
     """The method's hyper-parameters with the dataset's `training` overrides (and, for a JKOnet baseline, its
     `baseline_training` overrides on top)."""
     section, hp = REAL_DATASETS[dataset]["settings"], config["solvers"][solver]
-    if solver in section.get("baselines", []):  # only the training keys a baseline has (no features...)
+    if methods.get(solver).family == "jkonet":  # only the training keys a baseline has (no features...)
         overrides = {k: v for k, v in section["training"].items() if k in hp}
         return settings({**hp, **overrides, **section.get("baseline_training", {})})
     # Prediction settings are evaluation settings, read by the evaluate jobs, never a training input.
@@ -474,6 +514,19 @@ def rna_protocols():
             "; training snapshots subsampled at random to the smallest" if baseline else ""
         )
     return protocols
+
+
+def loo_protocol(name):
+    """How a real dataset's leave-one-out runs were measured (the source column of the protocol table)."""
+    section = REAL_DATASETS[name]["settings"]
+    loo = section["leave_one_out"]
+    methods_run = (loo.get("solvers") or section["solvers"]) + loo.get("baselines", [])
+    epochs = sorted({realdata_hp(name, method)["epochs"] for method in methods_run})
+    return (
+        f"leave-one-timepoint-out, snapshots {', '.join(map(str, loo['holdouts']))} left out in turn: trained on "
+        "every cell of the others (the gap one JKO step of its length), the full snapshot before pushed one step "
+        f"and scored by exact W1 against the full held-out one; {'/'.join(map(str, epochs))} epochs"
+    )
 
 
 def rna_first():
@@ -513,9 +566,11 @@ _SYNTHETIC_CHOICES = dict(
     ot=_choices(label for grid in config["experiments"].values() for label in grid_couplings(grid)),
 )
 _REAL_CHOICES = dict(dataset=_choices(REAL_DATASETS), seed=r"\d+")
-_METHODS = _grid_values("solvers") + [
-    m for d in REAL_DATASETS.values() for m in d["settings"]["solvers"] + d["settings"].get("baselines", [])
-]
+_METHODS = (
+    _grid_values("solvers")
+    + [m for d in REAL_DATASETS.values() for m in d["settings"]["solvers"] + d["settings"].get("baselines", [])]
+    + [run["solver"] for name in REAL_DATASETS for run in loo_runs(name)]
+)
 
 
 def _data_pattern(template, choices):
@@ -524,7 +579,13 @@ def _data_pattern(template, choices):
 
 wildcard_constraints:
     **_SYNTHETIC_CHOICES,
-    data=f"{_data_pattern(SYNTHETIC_DATA, _SYNTHETIC_CHOICES)}|{_data_pattern(REAL_DATA, _REAL_CHOICES)}",
+    data="|".join(
+        [
+            _data_pattern(SYNTHETIC_DATA, _SYNTHETIC_CHOICES),
+            _data_pattern(REAL_DATA, _REAL_CHOICES),
+            _data_pattern(REAL_LOO_DATA, {**_REAL_CHOICES, "holdout": r"\d+"}),
+        ]
+    ),
     dataset=_REAL_CHOICES["dataset"],
     solver=_choices(_METHODS),
     experiment=_choices(config["experiments"]),
@@ -570,6 +631,8 @@ def coupling_pairing(wildcards):
 
 
 def split_settings(wildcards):
+    if "holdout" in data_parts(wildcards):  # leave-one-out: no split is drawn (jkonetstar.pipeline.leave_one_out)
+        return {"holdout": int(data_parts(wildcards)["holdout"])}
     if is_real(wildcards):
         return {"test_ratio": _section(wildcards)["test_ratio"]}
     return config_slice("data", keys=["test_ratio", "split_by"])
@@ -649,7 +712,8 @@ def run_descriptors(wildcards):
     """The descriptors of a run, the first keys of its metrics (RUN_COLUMNS; real data: dataset, solver, seed)."""
     parts = data_parts(wildcards)
     if is_real(wildcards):
-        return {"dataset": parts["dataset"], "solver": wildcards.solver, "seed": int(parts["seed"])}
+        holdout = {"holdout": int(parts["holdout"])} if "holdout" in parts else {}
+        return {"dataset": parts["dataset"], "solver": wildcards.solver, "seed": int(parts["seed"]), **holdout}
     return {
         "potential": parts["potential"],
         "interaction": parts["interaction"],

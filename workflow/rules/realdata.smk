@@ -8,6 +8,7 @@ localrules:
     datasets,
     rna_table,
     rna_figure,
+    rna_protocols,
 
 
 rule rna:
@@ -102,3 +103,38 @@ rule rna_figure:
         protocol=lambda w: f"{config['protocol']}; {rna_protocols()[rna_first()['solver']]}",
     script:
         "../scripts/rna_figure.py"
+
+
+rule rna_protocols:
+    input:
+        one_step=lambda w: real_dataset_files("rna", "metrics.json"),
+        leave_one_out=lambda w: loo_files("rna", "metrics.json"),
+        code=CODE["rna_protocols"],
+    output:
+        table=report(
+            "results/tables/rna_protocols.csv",
+            caption="../report/rna_protocols.rst",
+            category="Real data",
+            subcategory="rna",
+            labels={"figure": "protocols table"},
+        ),
+        png=report(
+            "results/figures/rna_protocols.png",
+            caption="../report/rna_protocols.rst",
+            category="Real data",
+            subcategory="rna",
+            labels={"figure": "protocols"},
+        ),
+        pdf="results/figures/rna_protocols.pdf",
+    log:
+        "results/logs/rna_protocols/rna.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        protocol=lambda w: {"one-step": rna_protocols(), "leave-one-out": loo_protocol("rna")},
+    script:
+        "../scripts/rna_protocols.py"
