@@ -252,3 +252,56 @@ def test_mlp_input_gradient_equals_the_previous_implementation_and_autodiff(hidd
     _close(vjp(models.mlp_input_gradient), vjp(_ref_mlp_input_gradient), 1e-5)
     hessian = lambda f: jax.jacfwd(lambda z: f(params, z[None])[0])(x[0])  # noqa: E731
     _close(hessian(models.mlp_input_gradient), hessian(_ref_mlp_input_gradient), 1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The epoch's shuffle: training._permutation (one-array sort + rank search) against jax.random.permutation.
+
+
+def _ref_minibatch_index(key, m, batch_size, groups=None):
+    """``training.minibatch_index`` before issue 12: the same slots, shuffled by ``jax.random.permutation``."""
+    sizes = (m,) if groups is None else groups
+    key_order, *group_keys = jax.random.split(key, len(sizes) + 1)
+    index, valid, offset = [], [], 0
+    for size, group_key in zip(sizes, group_keys):
+        n_batches = -(-size // batch_size)
+        slots = jnp.arange(n_batches * batch_size)
+        order = jax.random.permutation(group_key, size) + offset
+        index.append(order[slots % size].reshape(n_batches, batch_size))
+        valid.append((slots < size).reshape(n_batches, batch_size))
+        offset += size
+    index, valid = jnp.concatenate(index), jnp.concatenate(valid)
+    if groups is not None:
+        shuffle = jax.random.permutation(key_order, len(index))
+        index, valid = index[shuffle], valid[shuffle]
+    return index, valid
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 20, 250, 1625, 1626, 5000])
+def test_permutation_equals_jax_random_permutation(n):
+    # 1625 / 1626: JAX's shuffle switches from one sort round to two between them.
+    fast = jax.jit(lambda k: training._permutation(k, n))
+    want = jax.jit(lambda k: jax.random.permutation(k, n))
+    for seed in range(5):
+        key = jax.random.key(seed)
+        np.testing.assert_array_equal(np.asarray(fast(key)), np.asarray(want(key)))
+
+
+def test_stable_argsort_with_ties_equals_the_key_value_sort():
+    # Equal keys (impossible to rely on with random 32-bit keys) take the key-value sort: still stable.
+    keys = jnp.asarray(np.random.default_rng(0).integers(0, 40, size=300), jnp.uint32)
+    got = np.asarray(jax.jit(training._stable_argsort)(keys))
+    np.testing.assert_array_equal(got, np.argsort(np.asarray(keys), kind="stable"))
+    distinct = jnp.asarray(np.random.default_rng(1).permutation(2**20)[:777], jnp.uint32)
+    got = np.asarray(jax.jit(training._stable_argsort)(distinct))
+    np.testing.assert_array_equal(got, np.argsort(np.asarray(distinct), kind="stable"))
+
+
+@pytest.mark.parametrize("m, batch_size, groups", [(5000, 250, None), (5000, 250, (1000,) * 5), (900, 128, (300, 300, 300)),
+                                                   (37, 8, (20, 17))])
+def test_minibatch_index_equals_the_previous_shuffle(m, batch_size, groups):
+    fast = jax.jit(lambda k: training.minibatch_index(k, m, batch_size, groups))
+    want = jax.jit(lambda k: _ref_minibatch_index(k, m, batch_size, groups))
+    for seed in range(3):
+        for got, ref in zip(fast(jax.random.key(seed)), want(jax.random.key(seed)), strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))

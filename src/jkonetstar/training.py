@@ -123,6 +123,46 @@ def make_optimizer(learning_rate: float = 1e-3, clip_norm: float = 10.0, *, sche
     return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(rate, b1=0.9, b2=0.999, eps=1e-8))
 
 
+def _stable_argsort(keys: jax.Array) -> jax.Array:
+    """``lax.sort_key_val(keys, arange(n))[1]`` (the stable argsort of ``keys`` ``[n]``, uint32), faster on CPU.
+
+    XLA's CPU sort of one array is about 6x faster than its sort of a key-value pair. The keys alone are
+    sorted, each key's rank is found by an unrolled binary search (the count of smaller keys), and the
+    indices are scattered to their ranks; the ranks are distinct unless two keys are equal, in which case
+    (rare for random 32-bit keys) the key-value sort runs instead.
+    """
+    n = keys.shape[0]
+    iota = jnp.arange(n, dtype=jnp.int32)
+    ordered = jax.lax.sort(keys)
+    rank = jnp.zeros((n,), jnp.int32)
+    step = 1 << (n.bit_length() - 1)
+    while step:  # invariant: ordered[:rank] < keys
+        candidate = rank + step
+        below = jnp.take(ordered, jnp.minimum(candidate, n) - 1, mode="clip") < keys
+        rank = jnp.where((candidate <= n) & below, candidate, rank)
+        step //= 2
+    ties = jnp.any(ordered[1:] == ordered[:-1])
+    return jax.lax.cond(ties, lambda: jax.lax.sort_key_val(keys, iota)[1],
+                        lambda: jnp.zeros((n,), jnp.int32).at[rank].set(iota, unique_indices=True))
+
+
+def _permutation(key: jax.Array, n: int) -> jax.Array:
+    """``jax.random.permutation(key, n)``, the same integers (tests check it), through :func:`_stable_argsort`.
+
+    JAX shuffles by ``ceil(3 log n / log(2^32 - 1))`` rounds of a stable sort of ``arange(n)`` by fresh 32-bit
+    keys (``key, subkey = split(key)`` per round); composing the rounds' argsorts gives the same result.
+    """
+    if n < 2:
+        return jax.random.permutation(key, n)
+    rounds = int(np.ceil(3 * np.log(n) / np.log(np.iinfo(np.uint32).max)))
+    order = None
+    for _ in range(rounds):
+        key, subkey = jax.random.split(key)
+        step = _stable_argsort(jax.random.bits(subkey, (n,), jnp.uint32))
+        order = step if order is None else order[step]
+    return order
+
+
 def minibatch_index(key: jax.Array, m: int, batch_size: int, groups: tuple[int, ...] | None = None):
     """Returns row indices ``[n_batches, batch_size]`` of a shuffled epoch and the mask of real rows.
 
@@ -137,13 +177,13 @@ def minibatch_index(key: jax.Array, m: int, batch_size: int, groups: tuple[int, 
     for size, group_key in zip(sizes, group_keys):
         n_batches = -(-size // batch_size)
         slots = jnp.arange(n_batches * batch_size)
-        order = jax.random.permutation(group_key, size) + offset
+        order = _permutation(group_key, size) + offset
         index.append(order[slots % size].reshape(n_batches, batch_size))
         valid.append((slots < size).reshape(n_batches, batch_size))
         offset += size
     index, valid = jnp.concatenate(index), jnp.concatenate(valid)
     if groups is not None:
-        shuffle = jax.random.permutation(key_order, len(index))
+        shuffle = _permutation(key_order, len(index))
         index, valid = index[shuffle], valid[shuffle]
     return index, valid
 
