@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -415,3 +416,25 @@ def test_time_potential_settings_are_the_papers():
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())["solvers"]["jkonet-star-time-potential"]
     assert paper["batch_size"] == 250 and paper["learning_rate"] == 1e-3 and paper["hidden"] == [64, 64]
     assert paper["epochs"] == 100
+
+
+EXAMPLES = sorted((ROOT / "config" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.skipif(not (RNA_SHARED.is_dir() and TIGON.is_dir()), reason="needs the shared real data")
+def test_every_example_config_plans_its_dataset_alone(tmp_path):
+    """config/examples/*.yaml: a datasets: entry alone is a whole config (schema defaults, no experiment); the EB
+    example reads the .h5ad that scripts/eb_to_h5ad.py writes (README: Worked examples)."""
+    assert {p.stem for p in EXAMPLES} == {"eb", "emt", "lineage", "bifurcation"}
+    workdir = copy_checkout(tmp_path / "repo")
+    (tmp_path / "shared").symlink_to(SHARED.parent)  # the examples' ../shared/real-data paths
+    converted = subprocess.run([sys.executable, "scripts/eb_to_h5ad.py", str(RNA_SHARED), "data/eb_rna_pca5.h5ad"],
+                               cwd=workdir, capture_output=True, text=True, env=snakemake_env())
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    for example in EXAMPLES:
+        name = example.stem
+        result = run(workdir, f"config/examples/{name}.yaml", "--dry-run", "--quiet", "rules")
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+        planned = result.stdout + result.stderr
+        assert re.search(r"\bread_dataset\s+1\b", planned) and re.search(r"\btrain\s+\d", planned), (name, planned)
+        assert "simulate" not in planned, name

@@ -772,16 +772,21 @@ _PROVENANCE_STYLES = {
 def protocols_figure(table: pd.DataFrame) -> Figure:
     """Returns one panel per protocol (``table["protocol"]``: one-step, leave-one-out) of the EB benchmark: every
     method's W1 as a point with its std, our reruns (filled) above the published rows (open), best at the top
-    of each group. ``table``: the rows of ``rna_protocols.csv``."""
+    of each group, and the no-motion reference of the reruns (``no_motion_mean``) as a dashed line.
+    ``table``: the rows of ``rna_protocols.csv``."""
     protocols = [p for p in ("one-step", "leave-one-out") if p in set(table["protocol"])]
     heights = [max(2, len(table[table["protocol"] == p])) for p in protocols]
     fig, axes = plt.subplots(len(protocols), 1, figsize=(7.5, 1.2 + 0.32 * sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights}, sharex=True, constrained_layout=True)
     for ax, protocol in zip(axes[:, 0], protocols):
         rows = table[table["protocol"] == protocol]
-        rows = pd.concat([rows[rows["provenance"] == "rerun"].sort_values("mean", ascending=False),
-                          rows[rows["provenance"] == "published"].sort_values("mean", ascending=False)])
-        rows = rows.iloc[::-1]  # barh order: the first row drawn lowest
+        rows = pd.concat([rows[rows["provenance"] == "rerun"].sort_values("mean"),
+                          rows[rows["provenance"] == "published"].sort_values("mean")])
+        rows = rows.iloc[::-1]  # y = 0 is drawn lowest: the first (best rerun) row at the top
+        reference = rows["no_motion_mean"].dropna() if "no_motion_mean" in rows else pd.Series(dtype=float)
+        if len(reference):
+            ax.axvline(float(reference.iloc[0]), color="C3", linestyle="--", linewidth=1,
+                       label="no motion x_{t+1} = x_t (same transitions)")
         for y, (_, row) in enumerate(rows.iterrows()):
             style = dict(_PROVENANCE_STYLES[row["provenance"]])
             label = style.pop("label")
@@ -795,7 +800,11 @@ def protocols_figure(table: pd.DataFrame) -> Figure:
         ax.set_title(f"{protocol} protocol", fontsize=9, loc="left")
         ax.grid(axis="x", alpha=0.3)
     axes[-1, 0].set_xlabel("W1 (EMD, Euclidean) to the held-out cells, 5 PCs (lower is better)")
-    axes[0, 0].legend(fontsize=7, loc="lower right")
+    legend = {}
+    for ax in axes[:, 0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle("Embryoid body: one-step and leave-one-timepoint-out protocols", fontsize=10)
     return fig
 

@@ -661,26 +661,33 @@ leave-one-timepoint-out one; ``published.csv`` holds the published rows of each 
 
 def protocol_rows(runs: Sequence[Mapping], protocol: str, source: str) -> list[dict]:
     """One row per method of a protocol's reruns: the mean over seeds of each seed's mean W1 (over the time steps,
-    or over the left-out snapshots) and the std over seeds (NaN for one seed)."""
+    or over the left-out snapshots) and the std over seeds (NaN for one seed); ``no_motion_mean``, the same mean
+    of the no-motion reference x_{t+1} = x_t on the same transitions, and ``ratio``, the mean over it."""
     from jkonetstar import figures
 
     by_method: dict[str, dict[int, list[float]]] = {}
+    reference: dict[str, dict[int, list[float]]] = {}
     for run in runs:
         by_method.setdefault(run["solver"], {}).setdefault(int(run["seed"]), []).extend(
             float(v) for v in run["w1_per_step"])
+        reference.setdefault(run["solver"], {}).setdefault(int(run["seed"]), []).extend(
+            float(v) for v in run.get("no_motion_w1_per_step", [math.nan] * len(run["w1_per_step"])))
     rows = []
     for solver, seeds in by_method.items():
         means = np.array([np.mean(values) for _, values in sorted(seeds.items())])
+        no_motion = float(np.mean([np.mean(v) for _, v in sorted(reference[solver].items())]))
         rows.append(dict(method=figures.RNA_ALGORITHMS.get(solver, solver), solver=solver, protocol=protocol,
                          mean=float(means.mean()), std=float(means.std()) if len(means) > 1 else math.nan,
-                         n_seeds=len(means), source=source, provenance="rerun"))
+                         n_seeds=len(means), source=source, provenance="rerun", no_motion_mean=no_motion,
+                         ratio=float(means.mean()) / no_motion))
     return rows
 
 
 def rna_protocols(*, one_step: Sequence[Path], leave_one_out: Sequence[Path], protocol: Mapping[str, object],
                   table: Path, png: Path, pdf: Path) -> None:
     """The EB benchmark under both protocols: ``rna_protocols.csv`` (columns ``method``, ``solver``, ``protocol``,
-    ``mean``, ``std``, ``n_seeds``, ``source``, ``provenance`` = rerun | published) and its figure.
+    ``mean``, ``std``, ``n_seeds``, ``source``, ``provenance`` = rerun | published, and for reruns
+    ``no_motion_mean`` and ``ratio``, :func:`protocol_rows`) and its figure.
 
     Args:
         one_step, leave_one_out: the ``metrics.json`` of the runs of each protocol.
@@ -706,7 +713,11 @@ def rna_protocols(*, one_step: Sequence[Path], leave_one_out: Sequence[Path], pr
                       std=entry["emd_std"], n_seeds=math.nan, source=entry["source"], provenance="published")
                  for entry in figures.published(f"rna_protocols/{name}")]
     frame = pd.DataFrame(rows)
-    log.info("\n%s", frame[["method", "protocol", "provenance", "mean", "std", "n_seeds"]].to_string())
+    log.info("\n%s", frame[["method", "protocol", "provenance", "mean", "std", "n_seeds", "ratio"]].to_string())
+    losing = frame[(frame["provenance"] == "rerun") & ~(frame["ratio"] < 1)]
+    for _, row in losing.iterrows():
+        log.warning("%s under the %s protocol does not beat the no-motion reference: W1 %.4g vs %.4g", row["method"],
+                    row["protocol"], row["mean"], row["no_motion_mean"])
     with atomic_path(table) as tmp:
         frame.to_csv(tmp, index=False)
     _save_figure(figures.protocols_figure(frame), png, pdf)
