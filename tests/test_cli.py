@@ -225,15 +225,15 @@ def test_run_on_a_user_npz_with_X(capsys, workdir):
 def test_snapshots_of_20_cells_next_to_2000_run_end_to_end(capsys, workdir):
     """Unequal snapshots (20, 2000, 20 cells, d = 2) through read -> couple -> train -> evaluate: the mixture of
     each 20-cell snapshot is capped (12 training cells: 4 components) with a warning naming it, and every stage
-    finishes with finite scores."""
+    finishes with finite scores (a closed-form potential: the mixtures are fitted whether it uses them or not)."""
     rng = np.random.default_rng(1)
     sizes = [20, 2000, 20]
     t = np.repeat([0, 1, 2], sizes)
     x = rng.normal(size=(len(t), 2)) * 0.5 + 0.3 * t[:, None]
     np.savez(workdir / "uneven.npz", X=x, t=t)
     with pytest.warns(MixtureSizeWarning) as caught:
-        code, _, err = cli(capsys, "run", "--data", "uneven.npz", "--method", "jkonet-star-potential", "--epochs",
-                           "2", "--hidden", "8", "--batch-size", "50", "--out", "uneven")
+        code, _, err = cli(capsys, "run", "--data", "uneven.npz", "--method", "jkonet-star-linear-potential",
+                           "--features", "degree=2", "rbf_per_dim=0", "--out", "uneven")
     assert code == 0, err
     messages = [str(w.message) for w in caught if issubclass(w.category, MixtureSizeWarning)]
     assert [m.split(" has ")[0] for m in messages] == ["snapshot 0", "snapshot 2"], messages
