@@ -739,7 +739,7 @@ def rna_figure(*, population: Path, test: Path, model: Path, table: Path, seed: 
     params, spec = models.load_params(model)
     rows = pd.read_csv(table)
     labels = np.unique(data["t"])
-    names = time_names or [f"t = {int(v)}" for v in data["time_values"]]
+    names = time_names or [f"t = {_time_text(v)}" for v in data["time_values"]]
     observed = [data["x"][data["t"] == label] for label in labels]
     # Interpolated predictions: the midpoint between each observed test cell at t_k and its one-step prediction
     # at t_{k+1} (straight-line interpolation of the one-step predictor, drawn between the two days).
