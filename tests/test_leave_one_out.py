@@ -105,10 +105,10 @@ def test_protocol_rows_average_each_seed_then_spread_over_seeds():
             dict(solver="jkonet-star-potential", seed=0, w1_per_step=[2.0]),
             dict(solver="jkonet-star-potential", seed=1, w1_per_step=[4.0]),
             dict(solver="jkonet-star-potential", seed=1, w1_per_step=[6.0])]
-    (row,) = jobs.protocol_rows(runs, "leave-one-out", "here")
+    (row,) = jobs.protocol_rows(runs, "leave-one-out", {"jkonet-star-potential": "here"})
     # seed means 1.5 and 5.0: mean 3.25, population std 1.75
     assert (row["mean"], row["std"], row["n_seeds"]) == (3.25, 1.75, 2)
-    (single,) = jobs.protocol_rows(runs[:2], "leave-one-out", "here")
+    (single,) = jobs.protocol_rows(runs[:2], "leave-one-out", {"jkonet-star-potential": "here"})
     assert single["mean"] == 1.5 and math.isnan(single["std"])
 
 

@@ -258,25 +258,6 @@ def test_mlp_input_gradient_equals_the_previous_implementation_and_autodiff(hidd
 # The epoch's shuffle: training._permutation (one-array sort + rank search) against jax.random.permutation.
 
 
-def _ref_minibatch_index(key, m, batch_size, groups=None):
-    """``training.minibatch_index`` before issue 12: the same slots, shuffled by ``jax.random.permutation``."""
-    sizes = (m,) if groups is None else groups
-    key_order, *group_keys = jax.random.split(key, len(sizes) + 1)
-    index, valid, offset = [], [], 0
-    for size, group_key in zip(sizes, group_keys):
-        n_batches = -(-size // batch_size)
-        slots = jnp.arange(n_batches * batch_size)
-        order = jax.random.permutation(group_key, size) + offset
-        index.append(order[slots % size].reshape(n_batches, batch_size))
-        valid.append((slots < size).reshape(n_batches, batch_size))
-        offset += size
-    index, valid = jnp.concatenate(index), jnp.concatenate(valid)
-    if groups is not None:
-        shuffle = jax.random.permutation(key_order, len(index))
-        index, valid = index[shuffle], valid[shuffle]
-    return index, valid
-
-
 @pytest.mark.parametrize("n", [1, 2, 3, 20, 250, 1625, 1626, 5000])
 def test_permutation_equals_jax_random_permutation(n):
     # 1625 / 1626: JAX's shuffle switches from one sort round to two between them.
@@ -297,11 +278,14 @@ def test_stable_argsort_with_ties_equals_the_key_value_sort():
     np.testing.assert_array_equal(got, np.argsort(np.asarray(distinct), kind="stable"))
 
 
-@pytest.mark.parametrize("m, batch_size, groups", [(5000, 250, None), (5000, 250, (1000,) * 5), (900, 128, (300, 300, 300)),
-                                                   (37, 8, (20, 17))])
-def test_minibatch_index_equals_the_previous_shuffle(m, batch_size, groups):
+@pytest.mark.parametrize("m, batch_size, groups", [(5000, 250, None), (5000, 250, (1000,) * 5),
+                                                   (900, 128, (300, 300, 300)), (37, 8, (20, 17))])
+def test_minibatch_index_equals_the_previous_shuffle(m, batch_size, groups, monkeypatch):
+    # Reference: the same function with its shuffle swapped back to jax.random.permutation (before issue 12).
     fast = jax.jit(lambda k: training.minibatch_index(k, m, batch_size, groups))
-    want = jax.jit(lambda k: _ref_minibatch_index(k, m, batch_size, groups))
+    got_all = [fast(jax.random.key(seed)) for seed in range(3)]
+    monkeypatch.setattr(training, "_permutation", jax.random.permutation)
+    want = jax.jit(lambda k: training.minibatch_index(k, m, batch_size, groups))
     for seed in range(3):
-        for got, ref in zip(fast(jax.random.key(seed)), want(jax.random.key(seed)), strict=True):
+        for got, ref in zip(got_all[seed], want(jax.random.key(seed)), strict=True):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))

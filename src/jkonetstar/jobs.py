@@ -659,26 +659,27 @@ leave-one-timepoint-out one; ``published.csv`` holds the published rows of each 
 ``rna_protocols/<protocol>``."""
 
 
-def protocol_rows(runs: Sequence[Mapping], protocol: str, source: str) -> list[dict]:
+def protocol_rows(runs: Sequence[Mapping], protocol: str, sources: Mapping[str, str]) -> list[dict]:
     """One row per method of a protocol's reruns: the mean over seeds of each seed's mean W1 (over the time steps,
     or over the left-out snapshots) and the std over seeds (NaN for one seed); ``no_motion_mean``, the same mean
-    of the no-motion reference x_{t+1} = x_t on the same transitions, and ``ratio``, the mean over it."""
+    of the no-motion reference x_{t+1} = x_t on the same transitions, and ``ratio``, the mean over it.
+    ``sources``: per solver, how it was measured (the ``source`` column)."""
     from jkonetstar import figures
 
-    by_method: dict[str, dict[int, list[float]]] = {}
-    reference: dict[str, dict[int, list[float]]] = {}
+    groups: dict[str, dict[int, list[Mapping]]] = {}
     for run in runs:
-        by_method.setdefault(run["solver"], {}).setdefault(int(run["seed"]), []).extend(
-            float(v) for v in run["w1_per_step"])
-        reference.setdefault(run["solver"], {}).setdefault(int(run["seed"]), []).extend(
-            float(v) for v in run.get("no_motion_w1_per_step", [math.nan] * len(run["w1_per_step"])))
+        groups.setdefault(run["solver"], {}).setdefault(int(run["seed"]), []).append(run)
+
+    def seed_means(seeds: Mapping[int, list], key: str) -> np.ndarray:  # per seed, the mean of the runs' values
+        return np.array([np.mean([v for run in seed_runs for v in run.get(key, [math.nan])])
+                         for _, seed_runs in sorted(seeds.items())])
+
     rows = []
-    for solver, seeds in by_method.items():
-        means = np.array([np.mean(values) for _, values in sorted(seeds.items())])
-        no_motion = float(np.mean([np.mean(v) for _, v in sorted(reference[solver].items())]))
+    for solver, seeds in groups.items():
+        means, no_motion = seed_means(seeds, "w1_per_step"), float(seed_means(seeds, "no_motion_w1_per_step").mean())
         rows.append(dict(method=figures.RNA_ALGORITHMS.get(solver, solver), solver=solver, protocol=protocol,
                          mean=float(means.mean()), std=float(means.std()) if len(means) > 1 else math.nan,
-                         n_seeds=len(means), source=source, provenance="rerun", no_motion_mean=no_motion,
+                         n_seeds=len(means), source=sources[solver], provenance="rerun", no_motion_mean=no_motion,
                          ratio=float(means.mean()) / no_motion))
     return rows
 
@@ -703,11 +704,10 @@ def rna_protocols(*, one_step: Sequence[Path], leave_one_out: Sequence[Path], pr
         if len(run["w1_per_step"]) != 1:
             raise ValueError(f"a leave-one-out run scores one transition, got {len(run['w1_per_step'])} "
                              f"(dataset {run.get('dataset')}, holdout {run.get('holdout')})")
-    rows = []
-    for solver in dict.fromkeys(run["solver"] for run in one_step_runs):
-        runs = [run for run in one_step_runs if run["solver"] == solver]
-        rows += protocol_rows(runs, "one-step", f"this reproduction ({protocol['one-step'][solver]})")
-    rows += protocol_rows(loo_runs, "leave-one-out", f"this reproduction ({protocol['leave-one-out']})")
+    one_step_sources = {solver: f"this reproduction ({text})" for solver, text in protocol["one-step"].items()}
+    loo_sources = {run["solver"]: f"this reproduction ({protocol['leave-one-out']})" for run in loo_runs}
+    rows = (protocol_rows(one_step_runs, "one-step", one_step_sources)
+            + protocol_rows(loo_runs, "leave-one-out", loo_sources))
     for name in PROTOCOLS:
         rows += [dict(method=entry["algorithm"], solver="", protocol=name, mean=entry["emd_mean"],
                       std=entry["emd_std"], n_seeds=math.nan, source=entry["source"], provenance="published")

@@ -249,12 +249,19 @@ def given_split(population: dict) -> tuple[dict, dict | None]:
     :func:`jkonetstar.data.load_population`: its rows by the ``"test"`` mask of pre-split data, else
     ``(all rows, None)``; the arguments ``population`` and ``test_population`` of :func:`prepare_training_data`.
     The population's ``time_values`` (all snapshots) go with ``train``."""
+    if "test" not in population:
+        return _parts(population, slice(None), None)
+    test = np.asarray(population["test"], bool)
+    return _parts(population, ~test, test)
+
+
+def _parts(population: dict, train_rows, test_rows) -> tuple[dict, dict | None]:
+    """The rows ``train_rows`` and ``test_rows`` (masks or slices; None: no test part) of a population's ``x``,
+    ``t`` and ``particle``; the population's ``time_values`` (all snapshots) go with the training part."""
     arrays = {key: np.asarray(population[key]) for key in ("x", "t", "particle") if key in population}
     extra = {"time_values": np.asarray(population["time_values"])} if "time_values" in population else {}
-    if "test" not in population:
-        return {**arrays, **extra}, None
-    test = np.asarray(population["test"], bool)
-    return {**{k: v[~test] for k, v in arrays.items()}, **extra}, {k: v[test] for k, v in arrays.items()}
+    train = {**{k: v[train_rows] for k, v in arrays.items()}, **extra}
+    return train, None if test_rows is None else {k: v[test_rows] for k, v in arrays.items()}
 
 
 def leave_one_out(population: dict, holdout: int) -> tuple[dict, dict]:
@@ -279,11 +286,7 @@ def leave_one_out(population: dict, holdout: int) -> tuple[dict, dict]:
         raise ValueError(f"holdout {holdout}: the left-out snapshot must be an inner one of the labels "
                          f"{labels.tolist()}, one of {inner}")
     previous = labels[labels.tolist().index(int(holdout)) - 1]
-    arrays = {key: np.asarray(population[key]) for key in ("x", "t", "particle") if key in population}
-    extra = {"time_values": np.asarray(population["time_values"])} if "time_values" in population else {}
-    kept, tested = t != holdout, (t == previous) | (t == holdout)
-    return ({**{k: v[kept] for k, v in arrays.items()}, **extra},
-            {k: v[tested] for k, v in arrays.items() if k in ("x", "t")})
+    return _parts(population, t != holdout, (t == previous) | (t == holdout))
 
 
 def _ordered_by_particle(population: dict, pairing: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -423,38 +423,38 @@ for _name, _section in config.get("datasets", {}).items():
     REAL_DATASETS[_name] = _real_dataset(f"datasets.{_name}", _section, _location)
 
 
+def _method_runs(name, solvers, seeds, baselines, baseline_seeds):
+    """``[{"dataset", "seed", "solver"}]``: the JKOnet* ``solvers`` on ``seeds``, then ``baselines`` on
+    ``baseline_seeds``."""
+    return [dict(dataset=name, seed=seed, solver=solver) for seed in seeds for solver in solvers] + [
+        dict(dataset=name, seed=seed, solver=baseline) for seed in baseline_seeds for baseline in baselines
+    ]
+
+
 def real_dataset_runs(name):
     """Returns ``[{"dataset", "seed", "solver"}]`` of every run on real dataset ``name``: its JKOnet* solvers on
     ``seeds``, then its JKOnet baselines on ``baseline_seeds`` (default: ``seeds``)."""
     section = REAL_DATASETS[name]["settings"]
-    runs = [dict(dataset=name, seed=seed, solver=solver) for seed in section["seeds"] for solver in section["solvers"]]
     baseline_seeds = section.get("baseline_seeds") or section["seeds"]
-    return runs + [
-        dict(dataset=name, seed=seed, solver=baseline)
-        for seed in baseline_seeds
-        for baseline in section.get("baselines", [])
-    ]
+    return _method_runs(name, section["solvers"], section["seeds"], section.get("baselines", []), baseline_seeds)
 
 
 def loo_runs(name):
     """Returns ``[{"dataset", "holdout", "seed", "solver"}]`` of the leave-one-out runs on real dataset ``name``
-    (its `leave_one_out` section; none when null)."""
+    (its `leave_one_out` section, whose null settings take the dataset's; none when the section is null)."""
     section = REAL_DATASETS[name]["settings"]
     loo = section.get("leave_one_out")
     if not loo:
         return []
     baseline_seeds = loo.get("baseline_seeds") or section.get("baseline_seeds") or section["seeds"]
-    return [
-        dict(dataset=name, holdout=holdout, seed=seed, solver=solver)
-        for holdout in loo["holdouts"]
-        for seed in loo.get("seeds") or section["seeds"]
-        for solver in loo.get("solvers") or section["solvers"]
-    ] + [
-        dict(dataset=name, holdout=holdout, seed=seed, solver=baseline)
-        for holdout in loo["holdouts"]
-        for seed in baseline_seeds
-        for baseline in loo.get("baselines", [])
-    ]
+    runs = _method_runs(
+        name,
+        loo.get("solvers") or section["solvers"],
+        loo.get("seeds") or section["seeds"],
+        loo.get("baselines", []),
+        baseline_seeds,
+    )
+    return [dict(run, holdout=holdout) for holdout in loo["holdouts"] for run in runs]
 
 
 def loo_files(name, filename):
