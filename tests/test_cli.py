@@ -8,6 +8,7 @@ outputs compared with :mod:`jkonetstar.jobs` called directly with the arguments 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import subprocess
@@ -193,13 +194,14 @@ def test_simulate_couple_train_evaluate_a_jkonet_baseline(capsys, coupled, workd
     assert metrics["epochs_run"] == 1
 
 
-def test_run_on_a_user_npz_with_X(capsys, workdir):
+def test_run_on_a_user_npz_with_X(capsys, caplog, workdir):
     """run: read -> couple -> train -> evaluate on an npz with X and t (times 0, 2, 5), the workflow's file names;
     the couplings equal those of jobs.couple called as rule dataset_couplings calls it."""
     rng = np.random.default_rng(0)
     t = np.repeat([0, 2, 5], 40)
     x = rng.normal(size=(len(t), 2)) * 0.5 + 0.4 * t[:, None]
     np.savez(workdir / "cells.npz", X=x, t=t)
+    caplog.set_level(logging.INFO, logger="jkonetstar.jobs")
     code, _, err = cli(capsys, "run", "--data", "cells.npz", "--method", "jkonet-star-potential", "--epochs", "2",
                        "--hidden", "8", "--batch-size", "20", "--out", "out")
     assert code == 0, err
@@ -208,6 +210,9 @@ def test_run_on_a_user_npz_with_X(capsys, workdir):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "cells" and metrics["solver"] == "jkonet-star-potential"
     assert math.isfinite(metrics["w1_mean"]) and metrics["target_time_values"] == [2, 5]
+    # read data take the workflow's read-data defaults (datasets.<name>.training): loss at the source, explicit step
+    assert metrics["predict_step"] == "explicit" and "implicit_converged" not in metrics
+    assert "'gradient_at': 'source'" in caplog.text
 
     real = DEFS["real_dataset"]["properties"]
     jobs.couple(population=out / "population.npz", seed=0, pairing=None, given_split=True,

@@ -262,9 +262,20 @@ def _given_hp(args) -> dict:
     return given
 
 
-def method_hp(spec, given: dict, stage: str) -> dict:
-    """The method's full hyper-parameters (schema defaults of its family under the ``given`` flags), checked:
-    a flag the method does not take, or a value the schema refuses, is a ValueError naming the flag."""
+def real_data_defaults(spec, stage: str) -> dict:
+    """The read-data defaults of the workflow's ``datasets.<name>.training`` (schema: the forward-Euler pair
+    gradient_at source, predict_step explicit) that the method takes at ``stage`` (a JKOnet baseline keeps its
+    own prediction step, as in the workflow)."""
+    training = schema()["$defs"]["real_dataset"]["properties"]["training"]["properties"]
+    allowed = method_settings(spec, stage)
+    return {name: sub["default"] for name, sub in training.items() if "default" in sub and name in allowed
+            and not (spec.family == "jkonet" and name in methods.PREDICT_OPTIONS)}
+
+
+def method_hp(spec, given: dict, stage: str, real: bool = False) -> dict:
+    """The method's full hyper-parameters (schema defaults of its family under the ``given`` flags; on read
+    data, ``real``, the workflow's read-data defaults between them), checked: a flag the method does not take,
+    or a value the schema refuses, is a ValueError naming the flag."""
     import jsonschema
 
     allowed = method_settings(spec, stage)
@@ -275,7 +286,7 @@ def method_hp(spec, given: dict, stage: str) -> dict:
         if name not in allowed:
             raise ValueError(f"{_flag(name)} does not apply to method {spec.name!r} at {stage} (its settings: "
                              f"{' '.join(_flag(a) for a in allowed)})")
-    hp = family_defaults(spec.family, given)
+    hp = family_defaults(spec.family, {**(real_data_defaults(spec, stage) if real else {}), **given})
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(
         schema()["$defs"][spec.family]).iter_errors(hp))
     if error is not None:
@@ -623,7 +634,8 @@ def _train(spec, hp: dict, seed: int, files: dict) -> None:
 
 def train(args) -> None:
     spec = methods.get(args.method)
-    hp = method_hp(spec, _given_hp(args), "train")
+    # read data (the couplings job's test file carries the snapshot times) take the workflow's read-data defaults
+    hp = method_hp(spec, _given_hp(args), "train", real="time_values" in _npz_keys(_path(args, "test")))
     _train(spec, hp, args.seed, {name: _path(args, name) for name in
                                  ("test", "train_population", "model", "history", "fit")} | {
         "couplings": _path(args, "train")})
@@ -690,7 +702,6 @@ def _model_method(path: Path):
 def evaluate(args) -> None:
     model = _path(args, "model")
     spec = _model_method(model)
-    hp = method_hp(spec, _given_hp(args), "evaluate")
     settings, population = args.settings, args.population
     if settings is None and population is None:
         candidates = [args.dir / FILES["settings"], args.dir / FILES["independent_settings"]]
@@ -705,6 +716,7 @@ def evaluate(args) -> None:
                                  "give --settings or --population")
     elif settings is not None and population is not None:
         raise ValueError("give --settings (synthetic run) or --population (read data), not both")
+    hp = method_hp(spec, _given_hp(args), "evaluate", real=settings is None)
     _evaluate(args, spec, hp, args.seed, settings=settings, population=population,
               couplings_summary=args.couplings_summary or args.dir / FILES["couplings_summary"],
               dataset=args.dataset, files={name: _path(args, name) for name in
@@ -715,7 +727,7 @@ def evaluate(args) -> None:
 def run(args) -> None:
     """simulate (or read) -> couple -> train -> evaluate, every file in ``args.out`` under the workflow's name."""
     spec = methods.get(args.method)
-    hp = method_hp(spec, _given_hp(args), "run")  # checked before any stage runs
+    hp = method_hp(spec, _given_hp(args), "run", real=args.data is not None)  # checked before any stage runs
     if (args.data is None) == (args.potential is None):
         raise ValueError("give --data (a user data file) or --potential (a simulated population), one of them")
     out = args.out

@@ -310,7 +310,10 @@ def evaluate(*, run: Mapping, tau: float, predict_options: Mapping | None, plots
                                    steps=steps, time_values=times)
         data = load_npz(population, required=("x", "t", "time_values"))
         time_values = data["time_values"]
-        log.info("one-step W1 per step %s (training status %s)", np.round(scores["w1_per_step"], 5).tolist(), status)
+        step = pipeline.make_predictor(params, spec, tau=tau, **(predict_options or {})).step
+        log.info("one-step W1 per step %s (%s step, training status %s)", np.round(scores["w1_per_step"], 5).tolist(),
+                 step, status)
+        extra["predict_step"] = step
         extra["target_time_values"] = [_time_value(time_values[v]) for v in labels[1:]]
     else:
         scores, steps = pipeline.evaluate_steps(params, spec, x_test, t_test, seed, tau=tau,
@@ -336,7 +339,8 @@ def evaluate(*, run: Mapping, tau: float, predict_options: Mapping | None, plots
     if truth is None:
         name = f"{run['dataset']}, {plots_lib.solver_label(solver)}, seed {seed}{_status_note(status)}"
         draw_levels = _real_levels(params, spec, data, labels, plots, name, solver)
-        title = (f"{name}: one-step predictions from the observed test points (mean W1 {scores['w1_mean']:.3g})"
+        title = (f"{name}: one-step predictions ({extra['predict_step']} step) from the observed test points "
+                 f"(mean W1 {scores['w1_mean']:.3g})"
                  + ("" if dim > 1 else "; d = 1, second axis 0"))
         observed, predicted = [_two_columns(o) for o in observed], [_two_columns(p) for p in predicted]
     else:

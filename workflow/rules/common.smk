@@ -496,7 +496,8 @@ def realdata_hp(dataset, solver):
     `baseline_training` overrides on top)."""
     section, hp = REAL_DATASETS[dataset]["settings"], config["solvers"][solver]
     if methods.get(solver).family == "jkonet":  # only the training keys a baseline has (no features...)
-        overrides = {k: v for k, v in section["training"].items() if k in hp}
+        # (the JKOnet* prediction step of the dataset is not the baselines': they keep their own)
+        overrides = {k: v for k, v in section["training"].items() if k in hp and k not in PREDICT_OPTIONS}
         return settings({**hp, **overrides, **section.get("baseline_training", {})})
     # Prediction settings are evaluation settings, read by the evaluate jobs, never a training input.
     return settings({k: v for k, v in {**hp, **section["training"]}.items() if k not in PREDICT_OPTIONS})
@@ -511,9 +512,15 @@ def rna_protocols():
         protocols[method] = f"60/40 split within each time point (test ratio {section['test_ratio']}; " + (
             "a split per seed" if section.get("split_seed") is None else f"one split, seed {section['split_seed']}"
         ) + "), one-step-ahead W1 on the " f"test split, {realdata_hp('rna', method)['epochs']} epochs" + (
-            "; training snapshots subsampled at random to the smallest" if baseline else ""
+            "; training snapshots subsampled at random to the smallest" if baseline else discretisation("rna", method)
         )
     return protocols
+
+
+def discretisation(dataset, solver):
+    """How a JKOnet* solver's loss and prediction step meet on a real dataset, for the tables' source column."""
+    hp, step = realdata_hp(dataset, solver), realdata_predict_options(dataset, solver).get("predict_step")
+    return f"; loss gradient at the {hp.get('gradient_at', 'target')}, {step or 'default'} prediction step"
 
 
 def loo_protocol(name):
@@ -526,6 +533,7 @@ def loo_protocol(name):
         f"leave-one-timepoint-out, snapshots {', '.join(map(str, loo['holdouts']))} left out in turn: trained on "
         "every cell of the others (the gap one JKO step of its length), the full snapshot before pushed one step "
         f"and scored by exact W1 against the full held-out one; {'/'.join(map(str, epochs))} epochs"
+        + "".join(sorted({discretisation(name, m) for m in methods_run if methods.get(m).family != "jkonet"}))
     )
 
 
@@ -676,7 +684,19 @@ def method_predict_options(solver):
     return settings({key: hp[key] for key in PREDICT_OPTIONS if key in hp})
 
 
+def realdata_predict_options(dataset, solver):
+    """A method's prediction settings on a real dataset: a JKOnet* solver's with the dataset's `training` ones
+    on top (predict_step: schema default explicit, the pair of the read-data default gradient_at source)."""
+    options = method_predict_options(solver)
+    if methods.get(solver).family == "jkonet":
+        return options
+    section = REAL_DATASETS[dataset]["settings"]
+    return settings({**options, **{k: v for k, v in section["training"].items() if k in PREDICT_OPTIONS}})
+
+
 def predict_options(wildcards):
+    if is_real(wildcards):
+        return realdata_predict_options(data_parts(wildcards)["dataset"], wildcards.solver)
     return method_predict_options(wildcards.solver)
 
 

@@ -99,7 +99,7 @@ rule rna_figure:
         tau=lambda w: realdata_hp("rna", rna_first()["solver"])["tau"],
         plots=lambda w: settings(config["rna"]["plots"]),
         time_names=lambda w: config["rna"].get("time_names"),
-        predict_options=lambda w: method_predict_options(rna_first()["solver"]),
+        predict_options=lambda w: realdata_predict_options("rna", rna_first()["solver"]),
         protocol=lambda w: f"{config['protocol']}; {rna_protocols()[rna_first()['solver']]}",
     script:
         "../scripts/rna_figure.py"
