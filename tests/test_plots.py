@@ -81,6 +81,25 @@ def test_predictions_vs_observed_has_one_panel_per_step():
     assert fig.axes[0].get_title().startswith("t = 0")
 
 
+@pytest.mark.parametrize("stretch", [1.0, 1.6, 0.3])
+def test_predictions_vs_observed_titles_and_labels_stay_inside_and_apart(stretch):
+    """Seven equal-aspect panels of a cloud taller than wide (bifurcation's 8 snapshots drew the title over the
+    panel titles and cut the x labels before the figure height followed the data's aspect)."""
+    rng = np.random.default_rng(1)
+    observed = [rng.normal(size=(40, 2)) * [1.0, stretch] for _ in range(7)]
+    fig = plots.predictions_vs_observed(observed, [x + 0.1 for x in observed], w1=[0.1] * 7, title="a title")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    figure_box = fig.bbox
+    suptitle = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        title = ax.title.get_window_extent(renderer)
+        assert suptitle.y0 >= title.y1 - 1, "figure title overlaps a panel title"
+        label = ax.xaxis.label.get_window_extent(renderer)
+        assert label.y0 >= figure_box.y0 - 1 and title.y1 <= figure_box.y1 + 1, "text outside the figure"
+    plt.close(fig)
+
+
 def test_predictions_vs_observed_rejects_mismatched_steps():
     with pytest.raises(ValueError, match="observed has 2 steps but predicted has 1"):
         plots.predictions_vs_observed([np.zeros((3, 2))] * 2, [np.zeros((3, 2))])
