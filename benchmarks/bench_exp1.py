@@ -9,7 +9,7 @@ matmul rate and as a normalised cost, seconds x matmul rate (``benchmarks/common
 pair network per epoch (6 products of a pair block with each 64 x 64 matrix per pair: 2 forward, 4 in the
 parameter gradient; the rest of the epoch is O(B) per minibatch) and the rate achieved on them.
 
-Run: .venv/bin/python benchmarks/bench_exp1.py [--epochs-jobs 1000] [--skip-jobs] [--only-epochs] [--previous 5]
+Run: .venv/bin/python benchmarks/bench_exp1.py [--epochs-jobs 1000] [--skip-jobs | --only-jobs] [--only-epochs] [--previous 5]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import numpy as np
 
 from common import cores, figure, loaded, matmul_rates, median_time, timed
 from jkonetstar import metrics, models, pipeline, training
-from jkonetstar.io import save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,6 +109,7 @@ def main():
     parser.add_argument("--epochs-jobs", type=int, default=1000)
     parser.add_argument("--skip-jobs", action="store_true")
     parser.add_argument("--only-epochs", action="store_true", help="time the training epochs only")
+    parser.add_argument("--only-jobs", action="store_true", help="time the whole jobs only")
     parser.add_argument("--repeats", type=int, default=5, help="timed jkonet-star epochs (x10 for JKOnet*_V)")
     parser.add_argument("--previous", type=int, default=0, metavar="ROUNDS",
                         help="also time the previous implementation interleaved with the current one, ROUNDS times")
@@ -126,6 +126,8 @@ def main():
           f"{len(data.source)} coupled pairs")
 
     rates = [matmul_rates()]
+    if args.only_jobs:
+        return whole_jobs(population, rates[0][0], args.epochs_jobs)
     if not args.only_epochs:
         print("\ndata")
         figure("simulate (incl. compilation)", simulate_seconds, rates[-1][0])
@@ -192,32 +194,41 @@ def main():
 
     if args.skip_jobs:
         return
-    print(f"\nwhole jobs through `python -m jkonetstar` (process start included; {args.epochs_jobs} epochs, "
-          f"evaluation every {args.epochs_jobs // 10})")
+    whole_jobs(population, rate, args.epochs_jobs)
+
+
+def whole_jobs(population, rate, epochs):
+    """Each stage as the workflow runs it, one process per job (``python -m jkonetstar``, the same ``jobs``
+    functions as the rules; process start, imports and the shared compilation cache included)."""
+    print(f"\nwhole jobs through `python -m jkonetstar` (process start included; {epochs} epochs, "
+          f"evaluation every {epochs // 10})")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        save_npz(tmp / "population.npz", **population)
 
         def job(*command):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "jkonetstar", *command], check=True, cwd=ROOT,
+            subprocess.run([sys.executable, "-m", "jkonetstar", "-q", *map(str, command)], check=True, cwd=ROOT,
                            stdout=subprocess.DEVNULL)
             return time.perf_counter() - start
 
-        figure("simulate job", job("simulate", "--potential", "wavy_plateau", "--out", str(tmp / "p2.npz")), rate)
-        figure("couplings job", job("couplings", "--population", str(tmp / "population.npz"),
-                                    "--out-train", str(tmp / "train.npz"), "--out-test", str(tmp / "test.npz")), rate)
+        n = int(np.sum(population["t"] == 0))
+        figure("simulate job", job("simulate", "--potential", "wavy_plateau", "--n-particles", n, "--dir", tmp), rate)
+        figure("couplings job", job("couple", "--dir", tmp), rate)
         targets = {"jkonet-star-potential": (20.0, "upstream 38 s"),
                    "jkonet-star-linear-potential": (2.0, "upstream 54-57 s"),
                    "jkonet-star-linear": (2.0, "upstream 85-89 s")}
         for name, (target, note) in targets.items():
-            seconds = job("train", "--solver", name, "--train", str(tmp / "train.npz"), "--test", str(tmp / "test.npz"),
-                          "--epochs", str(args.epochs_jobs), "--eval-every", str(max(1, args.epochs_jobs // 10)),
-                          "--out", str(tmp / f"{name}.npz"))
+            out = {f"--{kind}": tmp / f"{name}.{kind}.{ext}" for kind, ext in
+                   (("model", "npz"), ("history", "csv"), ("fit", "json"))}
+            seconds = job("train", "--method", name, "--dir", tmp, *[a for pair in out.items() for a in pair],
+                          *(["--epochs", epochs, "--eval-every", max(1, epochs // 10)]
+                            if name == "jkonet-star-potential" else []))
             figure(f"train job {name}", seconds, rate, target, note=f"incl. evaluation; {note}")
-        figure("evaluate job (jkonet-star-linear)",
-               job("evaluate", "--model", str(tmp / "jkonet-star-linear.npz"), "--test", str(tmp / "test.npz")), rate)
-
+        name = "jkonet-star-linear"
+        figure(f"evaluate job ({name})",
+               job("evaluate", "--dir", tmp, "--model", tmp / f"{name}.model.npz", "--fit", tmp / f"{name}.fit.json",
+                   "--metrics", tmp / "metrics.json", "--levels", tmp / "levels.png",
+                   "--predictions", tmp / "predictions.png"), rate, 2.0, note="issue 10")
 
 if __name__ == "__main__":
     main()

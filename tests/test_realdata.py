@@ -441,7 +441,8 @@ def test_config_files_point_rna_at_the_git_ignored_location():
     paper = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     assert paper["rna"]["seeds"] == [0, 1, 2, 3, 4] and paper["rna"]["training"]["epochs"] == 100
     # the published loss and step (paper App. B), not the read-data default forward-Euler pair
-    assert paper["rna"]["training"]["gradient_at"] == "target" and paper["rna"]["training"]["predict_step"] == "implicit"
+    published = paper["rna"]["training"]
+    assert published["gradient_at"] == "target" and published["predict_step"] == "implicit"
     assert paper["rna"]["density"] == {"n_components": 10, "min_det": 1e-4}
 
 
