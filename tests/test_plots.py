@@ -100,6 +100,14 @@ def test_predictions_vs_observed_titles_and_labels_stay_inside_and_apart(stretch
     plt.close(fig)
 
 
+def test_predictions_vs_observed_names_its_steps_by_the_snapshot_names():
+    observed = [np.zeros((3, 2)), np.ones((3, 2))]
+    fig = plots.predictions_vs_observed(observed, observed, target_labels=[1, 2], w1=[0.5, 0.25],
+                                        names=["day0-3", "day6-9", "day12-15"])
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["day0-3 $\\to$ day6-9", "day6-9 $\\to$ day12-15"]
+    plt.close(fig)
+
+
 def test_predictions_vs_observed_rejects_mismatched_steps():
     with pytest.raises(ValueError, match="observed has 2 steps but predicted has 1"):
         plots.predictions_vs_observed([np.zeros((3, 2))] * 2, [np.zeros((3, 2))])

@@ -343,16 +343,18 @@ def evaluate(*, run: Mapping, tau: float, predict_options: Mapping | None, plots
                  f"(mean W1 {scores['w1_mean']:.3g})"
                  + ("" if dim > 1 else "; d = 1, second axis 0"))
         observed, predicted = [_two_columns(o) for o in observed], [_two_columns(p) for p in predicted]
+        names = _snapshot_names(data)
     else:
         name = (f"{truth['potential']} (interaction {truth['interaction']}, beta {truth['beta']}, d = {dim}), "
                 f"{plots_lib.solver_label(solver)}{_status_note(status)}")
         draw_levels = _true_levels(params, spec, truth, tau, dim, plots, name, solver)
+        names = None
         title = (f"{name}: one-step predictions ({scores['predict_step']} step) from the observed test particles "
                  f"(mean W1 {scores['w1_mean']:.3g})")
     plots_lib.save_figure(draw_levels, levels, log=log)
     plots_lib.save_figure(lambda: plots_lib.predictions_vs_observed(
         observed[1:], predicted, target_labels=labels[1:].tolist(), w1=scores["w1_per_step"], title=title,
-        max_points=plots["max_points"]), predictions, log=log)
+        max_points=plots["max_points"], names=names), predictions, log=log)
 
 
 def _time_value(value):
@@ -363,6 +365,16 @@ def _time_value(value):
 def _time_text(value) -> str:
     """A snapshot time in a figure: 4 significant digits (days 0, 8, 16; 0.3333 for 8 hours in days)."""
     return f"{float(value):.4g}"
+
+
+def _snapshot_names(data: Mapping, given: Sequence[str] | None = None) -> list[str]:
+    """Each snapshot label's name in a figure: ``given`` (a config's ``time_names``), else the data's own names
+    (an ordered categorical time, e.g. ``day0-3``), else ``t = <time>``."""
+    if given:
+        return [str(name) for name in given]
+    if "time_names" in data:
+        return [str(name) for name in data["time_names"]]
+    return [f"t = {_time_text(value)}" for value in data["time_values"]]
 
 
 def _against_no_motion(scores: Mapping, summary: Mapping, status: str) -> dict:
@@ -453,7 +465,7 @@ def _real_levels(params, spec, population, labels, settings, name, solver):
             v = v.reshape(grid_x.shape)
             v = v - v[np.isfinite(v)].mean() if np.any(np.isfinite(v)) else v
         values.append(v)
-        titles.append("learned V" if label is None else f"learned V(., t = {_time_text(time_values[label])})")
+        titles.append("learned V" if label is None else f"learned V(., {_snapshot_names(population)[label]})")
     clouds = [x[population["t"] == label] for label in times] if time_dependent else [x]
     others = "" if dim <= 2 else f"; x_3..x_{dim} at the data mean"
     return lambda: plots.potential_panels(
@@ -743,7 +755,7 @@ def rna_figure(*, population: Path, test: Path, model: Path, table: Path, seed: 
     params, spec = models.load_params(model)
     rows = pd.read_csv(table)
     labels = np.unique(data["t"])
-    names = time_names or [f"t = {_time_text(v)}" for v in data["time_values"]]
+    names = _snapshot_names(data, time_names)
     observed = [data["x"][data["t"] == label] for label in labels]
     # Interpolated predictions: the midpoint between each observed test cell at t_k and its one-step prediction
     # at t_{k+1} (straight-line interpolation of the one-step predictor, drawn between the two days).

@@ -183,6 +183,7 @@ def predictions_vs_observed(
     w1: Sequence[float] | None = None,
     title: str | None = None,
     max_points: int = 1000,
+    names: Sequence[str] | None = None,
 ) -> Figure:
     """Returns one scatter panel per time step: observed test particles against one-step predictions.
 
@@ -194,6 +195,8 @@ def predictions_vs_observed(
         w1: per-step Wasserstein-1 distance shown in the panel titles.
         title: figure title.
         max_points: at most this many points per cloud are drawn (evenly strided), for readable files.
+        names: each snapshot label's name (e.g. ``day0-3``, ``t = 0.3333``) for the panel titles; default
+            ``t = <label>``.
 
     Returns:
         A figure with ``K`` axes sharing their limits.
@@ -222,7 +225,8 @@ def predictions_vs_observed(
         stride_obs = max(1, len(obs) // max_points)
         stride_pred = max(1, len(pred) // max_points)
         finite = np.all(np.isfinite(pred), axis=-1)
-        step = f"t = {labels[k] - 1} $\\to$ {labels[k]}"
+        step = (f"t = {labels[k] - 1} $\\to$ {labels[k]}" if names is None
+                else f"{names[labels[k] - 1]} $\\to$ {names[labels[k]]}")
         ax.set_title(step if w1 is None else f"{step}\n$W_1$ = {w1[k]:.3g}", fontsize="medium")
         if one_dim:  # d = 1: densities of the two populations (all points, no subsampling needed)
             values = np.concatenate([obs[:, 0], pred[finite][:, 0]])
