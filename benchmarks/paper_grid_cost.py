@@ -62,7 +62,13 @@ def dry_run_jobs(config):
             rule = match.group(1)
             jobs.append((rule, {}))
         elif rule and line.strip().startswith("wildcards:"):
-            jobs[-1] = (rule, dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", ")))
+            wildcards = dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
+            # the workflow's one {data} wildcard spells its settings: potential~p/.../dim~2/n~2000/...
+            for part in wildcards.pop("data", "").split("/"):
+                if "~" in part:
+                    key, value = part.split("~", 1)
+                    wildcards.setdefault(key, value)
+            jobs[-1] = (rule, wildcards)
         elif not line.strip():
             rule = None
     return jobs
@@ -127,20 +133,26 @@ def base_jobs(epochs_mlp):
     """Whole-job seconds at the base size through the command line: simulate, couplings, train, evaluate."""
     def job(*command):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "jkonetstar", *command], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "jkonetstar", "-q", *command], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
         return time.perf_counter() - start
 
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        seconds["simulate"] = job("simulate", "--potential", "wavy_plateau", "--out", str(tmp / "population.npz"))
-        seconds["couplings"] = job("couplings", "--population", str(tmp / "population.npz"),
-                                   "--out-train", str(tmp / "train.npz"), "--out-test", str(tmp / "test.npz"))
-        common = ("--train", str(tmp / "train.npz"), "--test", str(tmp / "test.npz"))
-        seconds["train linear"] = job("train", "--solver", "jkonet-star-linear", *common, "--out", str(tmp / "l.npz"))
-        seconds["train mlp"] = job("train", "--solver", "jkonet-star-potential", *common, "--epochs", str(epochs_mlp),
-                                   "--eval-every", str(max(1, epochs_mlp // 10)), "--out", str(tmp / "m.npz"))
-        seconds["evaluate"] = job("evaluate", "--model", str(tmp / "l.npz"), "--test", str(tmp / "test.npz"))
+        seconds["simulate"] = job("simulate", "--potential", "wavy_plateau", "--n-particles", "2000", "--dir", str(tmp))
+        seconds["couplings"] = job("couple", "--dir", str(tmp))
+
+        def outputs(stem):
+            return ("--model", str(tmp / f"{stem}.npz"), "--history", str(tmp / f"{stem}.csv"),
+                    "--fit", str(tmp / f"{stem}.json"))
+
+        seconds["train linear"] = job("train", "--method", "jkonet-star-linear", "--dir", str(tmp), *outputs("l"))
+        seconds["train mlp"] = job("train", "--method", "jkonet-star-potential", "--dir", str(tmp), *outputs("m"),
+                                   "--epochs", str(epochs_mlp), "--eval-every", str(max(1, epochs_mlp // 10)))
+        seconds["evaluate"] = job("evaluate", "--dir", str(tmp), "--model", str(tmp / "l.npz"),
+                                  "--fit", str(tmp / "l.json"), "--metrics", str(tmp / "metrics.json"),
+                                  "--levels", str(tmp / "levels.png"), "--predictions", str(tmp / "predictions.png"))
     return seconds
 
 
