@@ -17,20 +17,16 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import cores, figure, loaded, matmul_rates, median_time, timed
+from common import ROOT, cores, figure, loaded, matmul_rates, median_time, timed, whole_job_seconds
 from jkonetstar import metrics, models, pipeline, training
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def pair_flops(params, batch_size):
@@ -202,33 +198,18 @@ def whole_jobs(population, rate, epochs):
     functions as the rules; process start, imports and the shared compilation cache included)."""
     print(f"\nwhole jobs through `python -m jkonetstar` (process start included; {epochs} epochs, "
           f"evaluation every {epochs // 10})")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-
-        def job(*command):
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "jkonetstar", "-q", *map(str, command)], check=True, cwd=ROOT,
-                           stdout=subprocess.DEVNULL)
-            return time.perf_counter() - start
-
-        n = int(np.sum(population["t"] == 0))
-        figure("simulate job", job("simulate", "--potential", "wavy_plateau", "--n-particles", n, "--dir", tmp), rate)
-        figure("couplings job", job("couple", "--dir", tmp), rate)
-        targets = {"jkonet-star-potential": (20.0, "upstream 38 s"),
-                   "jkonet-star-linear-potential": (2.0, "upstream 54-57 s"),
-                   "jkonet-star-linear": (2.0, "upstream 85-89 s")}
-        for name, (target, note) in targets.items():
-            out = {f"--{kind}": tmp / f"{name}.{kind}.{ext}" for kind, ext in
-                   (("model", "npz"), ("history", "csv"), ("fit", "json"))}
-            seconds = job("train", "--method", name, "--dir", tmp, *[a for pair in out.items() for a in pair],
-                          *(["--epochs", epochs, "--eval-every", max(1, epochs // 10)]
-                            if name == "jkonet-star-potential" else []))
-            figure(f"train job {name}", seconds, rate, target, note=f"incl. evaluation; {note}")
-        name = "jkonet-star-linear"
-        figure(f"evaluate job ({name})",
-               job("evaluate", "--dir", tmp, "--model", tmp / f"{name}.model.npz", "--fit", tmp / f"{name}.fit.json",
-                   "--metrics", tmp / "metrics.json", "--levels", tmp / "levels.png",
-                   "--predictions", tmp / "predictions.png"), rate, 2.0, note="issue 10")
+    targets = {"jkonet-star-potential": (20.0, "upstream 38 s"),
+               "jkonet-star-linear-potential": (2.0, "upstream 54-57 s"),
+               "jkonet-star-linear": (2.0, "upstream 85-89 s")}
+    mlp = ["--epochs", epochs, "--eval-every", max(1, epochs // 10)]
+    seconds = whole_job_seconds(int(np.sum(population["t"] == 0)),
+                                {name: mlp if name == "jkonet-star-potential" else [] for name in targets},
+                                evaluated="jkonet-star-linear")
+    figure("simulate job", seconds["simulate"], rate)
+    figure("couplings job", seconds["couplings"], rate)
+    for name, (target, note) in targets.items():
+        figure(f"train job {name}", seconds[f"train {name}"], rate, target, note=f"incl. evaluation; {note}")
+    figure("evaluate job (jkonet-star-linear)", seconds["evaluate"], rate, 2.0, note="issue 10")
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,11 @@ changes much less.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +28,41 @@ import numpy as np
 REFERENCE_RATE = {2: 175.0, 1: 87.5}
 """Matmul rate (GFLOP/s) of the reference machine by number of cores: 175 measured on 2 (issue 12); 1 core
 taken as half of it (the 2048^2 product scales to the second core)."""
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_seconds(*command) -> float:
+    """Wall seconds of one ``python -m jkonetstar <command>`` process (start, imports and compilation included)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "jkonetstar", "-q", *map(str, command)], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def whole_job_seconds(n_particles: int, trains: dict, evaluated: str) -> dict[str, float]:
+    """Seconds of each stage run as one workflow job through the command line, the workflow's file names in a
+    temporary directory: ``simulate`` (wavy_plateau, ``n_particles`` per snapshot), ``couplings``, ``train
+    <method>`` for each ``trains`` entry ``{method: extra flags}``, and ``evaluate`` of method ``evaluated``."""
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+
+        def files(method, *kinds):  # per-method output paths, so that runs of several methods sit side by side
+            suffix = {"model": "npz", "history": "csv", "fit": "json"}
+            return [a for kind in kinds for a in (f"--{kind}", tmp / f"{method}.{kind}.{suffix[kind]}")]
+
+        seconds["simulate"] = cli_seconds("simulate", "--potential", "wavy_plateau", "--n-particles", n_particles,
+                                          "--dir", tmp)
+        seconds["couplings"] = cli_seconds("couple", "--dir", tmp)
+        for method, flags in trains.items():
+            seconds[f"train {method}"] = cli_seconds("train", "--method", method, "--dir", tmp,
+                                                     *files(method, "model", "history", "fit"), *flags)
+        seconds["evaluate"] = cli_seconds("evaluate", "--dir", tmp, *files(evaluated, "model", "fit"),
+                                          "--metrics", tmp / "metrics.json", "--levels", tmp / "levels.png",
+                                          "--predictions", tmp / "predictions.png")
+    return seconds
 
 
 def timed(fn, repeats):

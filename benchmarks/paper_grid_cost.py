@@ -29,8 +29,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -38,10 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
-from common import REFERENCE_RATE, cores, loaded, matmul_rates
+from common import REFERENCE_RATE, ROOT, cores, loaded, matmul_rates, whole_job_seconds
 from jkonetstar import models, training
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE_N, BASE_DIM = 2000, 2
 CORES_PER_JOB = {"train": 2}  # profiles/slurm/profile.yaml: cpus_per_task (1 for every other rule)
 BASELINES = ("jkonet", "jkonet-vanilla", "jkonet-monge-gap")
@@ -131,30 +128,11 @@ def epoch_seconds(solver, dim, n, settings, data_settings, epochs):
 
 def base_jobs(epochs_mlp):
     """Whole-job seconds at the base size through the command line: simulate, couplings, train, evaluate."""
-    def job(*command):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "jkonetstar", "-q", *command], check=True, cwd=ROOT,
-                       stdout=subprocess.DEVNULL)
-        return time.perf_counter() - start
-
-    seconds = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        seconds["simulate"] = job("simulate", "--potential", "wavy_plateau", "--n-particles", "2000", "--dir", str(tmp))
-        seconds["couplings"] = job("couple", "--dir", str(tmp))
-
-        def outputs(stem):
-            return ("--model", str(tmp / f"{stem}.npz"), "--history", str(tmp / f"{stem}.csv"),
-                    "--fit", str(tmp / f"{stem}.json"))
-
-        seconds["train linear"] = job("train", "--method", "jkonet-star-linear", "--dir", str(tmp), *outputs("l"))
-        seconds["train mlp"] = job("train", "--method", "jkonet-star-potential", "--dir", str(tmp), *outputs("m"),
-                                   "--epochs", str(epochs_mlp), "--eval-every", str(max(1, epochs_mlp // 10)))
-        seconds["evaluate"] = job("evaluate", "--dir", str(tmp), "--model", str(tmp / "l.npz"),
-                                  "--fit", str(tmp / "l.json"), "--metrics", str(tmp / "metrics.json"),
-                                  "--levels", str(tmp / "levels.png"), "--predictions", str(tmp / "predictions.png"))
-    return seconds
-
+    seconds = whole_job_seconds(2000, {"jkonet-star-linear": [], "jkonet-star-potential": [
+        "--epochs", epochs_mlp, "--eval-every", max(1, epochs_mlp // 10)]}, evaluated="jkonet-star-linear")
+    return {"simulate": seconds["simulate"], "couplings": seconds["couplings"],
+            "train linear": seconds["train jkonet-star-linear"], "train mlp": seconds["train jkonet-star-potential"],
+            "evaluate": seconds["evaluate"]}
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

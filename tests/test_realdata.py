@@ -142,11 +142,15 @@ def _trained_with(workdir, data, solver) -> dict:
 def test_read_data_train_and_predict_with_the_forward_euler_pair_unless_told(realdata_run, data, solver,
                                                                             gradient_at, step):
     """datasets.<name>.training defaults (schema): the loss at the source, the explicit step; a dataset's own
-    settings win; a baseline keeps its own step."""
+    settings win."""
     assert _trained_with(realdata_run, data, solver)["gradient_at"] == gradient_at
     metrics = json.loads((realdata_run / f"results/runs/{data}/solver~{solver}/metrics.json").read_text())
     assert metrics["predict_step"] == step
     assert ("implicit_converged" in metrics) == (step == "implicit")
+
+
+def test_a_baseline_keeps_its_own_step_on_read_data(realdata_run):
+    """rna's training says predict_step implicit: the JKOnet* solvers' setting, not the baseline's (explicit)."""
     baseline = json.loads((realdata_run / "results/runs/dataset~rna/seed~0/solver~jkonet/metrics.json").read_text())
     assert baseline["predict_step"] == "explicit"
 

@@ -367,14 +367,19 @@ def _time_text(value) -> str:
     return f"{float(value):.4g}"
 
 
-def _snapshot_names(data: Mapping, given: Sequence[str] | None = None) -> list[str]:
+def _other_coordinates(dim: int) -> str:
+    """The coordinates a two-coordinate picture of ``dim > 2`` data does not draw: ``x_3`` or ``x_3..x_<dim>``."""
+    return "x_3" if dim == 3 else f"x_3..x_{dim}"
+
+
+def _snapshot_names(data: Mapping, given: Sequence[str] | None = None, prefix: str = "t = ") -> list[str]:
     """Each snapshot label's name in a figure: ``given`` (a config's ``time_names``), else the data's own names
-    (an ordered categorical time, e.g. ``day0-3``), else ``t = <time>``."""
+    (an ordered categorical time, e.g. ``day0-3``), else ``<prefix><time>``."""
     if given:
         return [str(name) for name in given]
     if "time_names" in data:
         return [str(name) for name in data["time_names"]]
-    return [f"t = {_time_text(value)}" for value in data["time_values"]]
+    return [f"{prefix}{_time_text(value)}" for value in data["time_values"]]
 
 
 def _against_no_motion(scores: Mapping, summary: Mapping, status: str) -> dict:
@@ -427,7 +432,7 @@ def _true_levels(params, spec, truth, tau, dim, settings, name, solver):
                                                learned_label=learned_title, true_label="true V", message=message)
     return lambda: plots.level_curves(
         *grid, v_true - v_true.mean(), v_learned, n_levels=settings["n_levels"],
-        title=title("level curves" + ("" if dim == 2 else f" (slice x_3..x_{dim} = 0)")),
+        title=title("level curves" + ("" if dim == 2 else f" (slice {_other_coordinates(dim)} = 0)")),
         true_title="true V", learned_title=learned_title, message=message)
 
 
@@ -458,6 +463,7 @@ def _real_levels(params, spec, population, labels, settings, name, solver):
     time_dependent = getattr(spec, "time_dependent", False)
     times = labels[1:].tolist() if time_dependent else [None]
     time_inputs = pipeline.time_scales(time_values).times  # what V(x, t) was trained with at each snapshot
+    names = _snapshot_names(population)
     values, titles = [], []
     for label in times:
         v = pipeline.learned_potential(params, spec, points, None if label is None else float(time_inputs[label]))
@@ -465,9 +471,9 @@ def _real_levels(params, spec, population, labels, settings, name, solver):
             v = v.reshape(grid_x.shape)
             v = v - v[np.isfinite(v)].mean() if np.any(np.isfinite(v)) else v
         values.append(v)
-        titles.append("learned V" if label is None else f"learned V(., {_snapshot_names(population)[label]})")
+        titles.append("learned V" if label is None else f"learned V(., {names[label]})")
     clouds = [x[population["t"] == label] for label in times] if time_dependent else [x]
-    others = "" if dim <= 2 else f"; x_3..x_{dim} at the data mean"
+    others = "" if dim <= 2 else f"; {_other_coordinates(dim)} at the data mean"
     return lambda: plots.potential_panels(
         grid_x, grid_y, values, titles=titles, points=clouds, n_levels=settings["n_levels"],
         title=f"{name}: level curves on the first two coordinates{others} (centred)",
@@ -845,8 +851,7 @@ def _energy_picture(params, spec, data, potential, time_inputs, name, solver, *,
     x, t, time_values = data["x"], data["t"], data["time_values"]
     dim = x.shape[1]
     labels = np.unique(t)
-    names = ([str(n) for n in data["time_names"]] if "time_names" in data
-             else [_time_text(time_values[label]) for label in range(len(time_values))])
+    names = _snapshot_names(data, prefix="")
     time_dependent = getattr(spec, "time_dependent", False)
     panels = labels.tolist() if time_dependent else [None]
     cmap = plt.get_cmap("viridis")
@@ -896,7 +901,7 @@ def _energy_picture(params, spec, data, potential, time_inputs, name, solver, *,
         bar = fig.colorbar(scatter, ax=axes[0].tolist(), ticks=np.arange(len(time_values)))
         bar.ax.set_yticklabels(names)
         bar.set_label("time")
-        others = "" if dim <= 2 else f"; x_3..x_{dim} at the data mean"
+        others = "" if dim <= 2 else f"; {_other_coordinates(dim)} at the data mean"
         what = "potential profile" if dim == 1 else f"level curves on x_1, x_2{others}"
         fig.suptitle(f"{name}: learned V\n{what}; cells coloured by time", fontsize="small")
         return fig

@@ -536,13 +536,16 @@ IMPLICIT_MAX_ITERATIONS = 200
 """Default iteration cap of the implicit step."""
 
 
-def default_predict_step(spec: SolverSpec) -> str:
+def default_predict_step(spec: SolverSpec, gradient_at: str | None = None) -> str:
     """The step a solver predicts with unless told: the one its loss was trained on.
 
-    MLP solvers fit the first-order condition with the gradient at the target (``"implicit"``); the linear
-    solvers evaluate their features at the source by default (``gradient_at: source``, ``"explicit"``).
+    Energy gradients at the target (``gradient_at: target``, the MLP solvers' default: the first-order condition)
+    pair with ``"implicit"``; at the source (the linear solvers' default) with ``"explicit"``. ``gradient_at``
+    None: the solver's default.
     """
-    return "explicit" if spec.parametrisation == "linear" else "implicit"
+    if gradient_at is None:
+        gradient_at = "source" if spec.parametrisation == "linear" else "target"
+    return "explicit" if gradient_at == "source" else "implicit"
 
 
 class StepInfo(NamedTuple):

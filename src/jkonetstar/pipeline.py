@@ -646,8 +646,8 @@ def train(spec: Method, data: training.TrainingData | None, x_test: np.ndarray, 
         raise ValueError(f"unknown select {select!r}: choose one of {list(SELECTIONS)}")
     if select == "validation" and not spec.closed_form:
         data, held_out = validation_split(data, ratio, seed)
-        # scored with the step whose residual the loss is: explicit for gradients at the source, else the default
-        step = "explicit" if settings.get("gradient_at") == "source" else None
+        # scored with the step whose residual the loss is
+        step = models.default_predict_step(spec, settings.get("gradient_at"))
         settings["validate"] = functools.partial(_validation_w1, spec=spec, held_out=held_out, tau=tau, seed=seed,
                                                  predict_step=step)
         if progress:
@@ -681,11 +681,10 @@ def validation_split(data: training.TrainingData, ratio: float, seed: int):
     return keep, out
 
 
-def _validation_w1(params, *, spec, held_out, tau, seed, predict_step=None):
-    """Mean over transitions of W1(one step from the held-out rows' sources, their targets), ``predict_step``
-    (None: the solver's default step); each transition steps its rows' ``tau_scale``, a time-dependent potential
-    at their ``time_input``."""
-    predict = make_predictor(params, spec, tau=tau, **({"predict_step": predict_step} if predict_step else {}))
+def _validation_w1(params, *, spec, held_out, tau, seed, predict_step):
+    """Mean over transitions of W1(one ``predict_step`` from the held-out rows' sources, their targets); each
+    transition steps its rows' ``tau_scale``, a time-dependent potential at their ``time_input``."""
+    predict = make_predictor(params, spec, tau=tau, predict_step=predict_step)
     key = jax.random.fold_in(_evaluation_key(seed), 2)
     time = np.asarray(held_out.time)
     values = []

@@ -206,17 +206,16 @@ def predictions_vs_observed(
     n_steps = len(observed)
     labels = list(target_labels) if target_labels is not None else list(range(1, n_steps + 1))
     one_dim = all(np.asarray(o).shape[-1] == 1 for o in observed)
-    height = 4.0
+    panel, height = 2.9, 4.0  # inches: panel width, figure height
     if not one_dim:  # equal-aspect panels: the figure as tall as the drawn window needs (titles never overlap)
-        points = np.concatenate([np.asarray(a, float)[:, :2] for a in [*observed, *predicted] if len(a)] or
-                                [np.zeros((1, 2))])
+        points = np.concatenate([np.asarray(a, float).reshape(-1, np.shape(a)[-1])[:, :2]
+                                 for a in [*observed, *predicted]])
         points = points[np.all(np.isfinite(points), axis=1)]
-        if len(points):
-            spans = np.ptp(points, axis=0)
-            ratio = spans[1] / spans[0] if spans[0] > 0 and spans[1] > 0 else 1.0
-            height = float(np.clip(2.9 * ratio, 1.5, 6.0)) + 1.6
+        spans = np.ptp(points, axis=0) if len(points) else np.zeros(2)
+        ratio = spans[1] / spans[0] if spans[0] > 0 and spans[1] > 0 else 1.0
+        height = float(np.clip(panel * ratio, 1.5, 6.0)) + 1.6  # + the titles and the x labels
     fig, axes = plt.subplots(
-        1, max(n_steps, 1), figsize=(2.9 * max(n_steps, 1) + 0.6, height), sharex=True, sharey=True,
+        1, max(n_steps, 1), figsize=(panel * max(n_steps, 1) + 0.6, height), sharex=True, sharey=True,
         layout="constrained", squeeze=False,
     )
     axes = axes[0]

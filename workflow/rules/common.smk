@@ -519,8 +519,8 @@ def rna_protocols():
 
 def discretisation(dataset, solver):
     """How a JKOnet* solver's loss and prediction step meet on a real dataset, for the tables' source column."""
-    hp, step = realdata_hp(dataset, solver), realdata_predict_options(dataset, solver).get("predict_step")
-    return f"; loss gradient at the {hp.get('gradient_at', 'target')}, {step or 'default'} prediction step"
+    step = realdata_predict_options(dataset, solver)["predict_step"]
+    return f"; loss gradient at the {realdata_hp(dataset, solver)['gradient_at']}, {step} prediction step"
 
 
 def loo_protocol(name):
