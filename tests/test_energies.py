@@ -265,3 +265,15 @@ def test_potential_and_gradient_at_recorded_points(name):
     expected = np.array(RECORDED[name])
     np.testing.assert_allclose(np.asarray(values), expected[:, 0], rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(np.asarray(grads), expected[:, 1:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, name", [("potential", "wavy_plateau"), ("potential", "styblinski_tang"),
+                                        ("interaction", "zigzag_ridge")])
+def test_compiled_values_and_gradients_equal_the_functions(kind, name):
+    energy = (energies.get_potential if kind == "potential" else energies.get_interaction)(name)
+    points = np.random.default_rng(0).uniform(-3, 3, (50, 2)).astype(np.float32)
+    np.testing.assert_allclose(energies.values(kind, name, points), [float(energy(p)) for p in points],
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(energies.gradients(kind, name, points),
+                               np.stack([np.asarray(jax.grad(energy)(p)) for p in points]), rtol=1e-5, atol=1e-4)
+    assert not energies.values(kind, "none", points).any() and not energies.gradients(kind, "none", points).any()

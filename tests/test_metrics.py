@@ -172,3 +172,28 @@ def test_no_motion_reference_is_the_w1_between_consecutive_test_snapshots():
                 for k in range(2)]
     np.testing.assert_allclose(reference["w1_per_step"], expected, rtol=1e-6)
     assert reference["w1_mean"] == pytest.approx(np.mean(expected), rel=1e-6)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 20])
+def test_euclidean_costs_equal_scipy_cdist_to_the_last_bit(dim):
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(dim)
+    x, y = rng.normal(size=(37, dim)).astype(np.float32), rng.normal(size=(41, dim))
+    np.testing.assert_array_equal(metrics.euclidean_costs(x, y), cdist(np.float64(x), y))
+
+
+def test_assignment_solver_is_scipys_without_importing_scipy_optimize():
+    import subprocess
+    import sys
+
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.random.default_rng(3).uniform(size=(30, 30))
+    np.testing.assert_array_equal(metrics._linear_sum_assignment()(cost), linear_sum_assignment(cost))
+    # a fresh process: W1 of equal clouds loads the compiled solver alone
+    code = ("import sys, numpy as np; from jkonetstar import metrics; "
+            "x = np.random.default_rng(0).normal(size=(20, 2)); metrics.wasserstein1(x, x + 1.0); "
+            "print('scipy.optimize' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -33,17 +33,52 @@ X = np.random.default_rng(0).uniform(-3, 3, size=(200, 2)).astype(np.float32)
 SPEC = get_solver("jkonet-star-linear-potential")
 
 
+@pytest.mark.parametrize("solver", models.IMPLICIT_SOLVERS)
 @pytest.mark.parametrize("a, tau", [(2.0, 0.3), (-1.5, 0.2), (0.5, 1.0)])
-def test_implicit_step_is_the_closed_form_fixed_point_of_a_quadratic(a, tau):
-    # y = x - tau a y  <=>  y = x / (1 + tau a); the iteration contracts by |tau a| < 1.
+def test_implicit_step_is_the_closed_form_fixed_point_of_a_quadratic(a, tau, solver):
+    # y = x - tau a y  <=>  y = x / (1 + tau a); the plain iteration contracts by |tau a| < 1.
     info = predict_step_info(quadratic_params(a), SPEC, jax.random.key(0), X, tau=tau, step="implicit",
-                             tolerance=1e-6, max_iterations=500)
+                             tolerance=1e-6, max_iterations=500, solver=solver)
     np.testing.assert_allclose(np.asarray(info.y), X / (1 + tau * a), rtol=2e-5, atol=2e-5)
     assert float(info.residual) <= 1e-6
     # contraction |tau a|: iterations to a residual below 1e-6 from a first move of |tau a| max|x| (+ a few)
     first_move = abs(tau * a) * np.max(np.linalg.norm(X, axis=1))
     bound = math.ceil(math.log(1e-6 / first_move) / math.log(abs(tau * a))) + 3
     assert 1 < int(info.iterations) <= bound
+    if solver == "anderson":  # a linear map with one eigenvalue: two residuals span the secant, then exact
+        assert int(info.iterations) <= 4
+
+
+def test_anderson_solves_an_implicit_step_the_plain_iteration_cannot():
+    # tau a = 3: y <- x - 3 y diverges, but the fixed point y = x / 4 exists (the JKO step is well posed).
+    picard = predict_step_info(quadratic_params(3.0), SPEC, jax.random.key(0), X, tau=1.0, step="implicit",
+                               max_iterations=50, solver="picard")
+    anderson = predict_step_info(quadratic_params(3.0), SPEC, jax.random.key(0), X, tau=1.0, step="implicit",
+                                 max_iterations=50, solver="anderson")
+    assert not float(picard.residual) <= 1e-5
+    assert float(anderson.residual) <= 1e-5 and int(anderson.iterations) <= 10
+    np.testing.assert_allclose(np.asarray(anderson.y), X / 4, rtol=1e-5, atol=1e-5)
+
+
+def test_anderson_and_picard_reach_the_same_fixed_point_of_an_mlp(key):
+    # A non-linear drift: a random MLP potential scaled so that tau G contracts (Lipschitz about 0.5).
+    spec = get_solver("jkonet-star-potential")
+    params = models.init_params(key, spec, 2, hidden=(16, 16))
+    lipschitz = np.max(np.abs(np.asarray(jax.vmap(jax.jacobian(lambda y: models.mlp_input_gradient(
+        params["potential"], y[None])[0]))(jnp.asarray(X)))))
+    tau = 0.5 / max(lipschitz, 1e-6)
+    steps = {solver: predict_step_info(params, spec, jax.random.key(0), X, tau=tau, step="implicit",
+                                       tolerance=1e-6, max_iterations=500, solver=solver)
+             for solver in models.IMPLICIT_SOLVERS}
+    # reference: the plain iteration run 2000 times in float64 numpy, far below either tolerance
+    y = X.astype(np.float64)
+    for _ in range(2000):
+        y = X - tau * np.asarray(models.mlp_input_gradient(params["potential"], jnp.asarray(y, jnp.float32)),
+                                 np.float64)
+    for solver, info in steps.items():
+        assert float(info.residual) <= 1e-6, solver
+        np.testing.assert_allclose(np.asarray(info.y), y, atol=1e-5, err_msg=solver)
+    assert int(steps["anderson"].iterations) < int(steps["picard"].iterations)
 
 
 def test_explicit_step_is_the_euler_step():
@@ -54,15 +89,16 @@ def test_explicit_step_is_the_euler_step():
 
 
 def test_unconverged_implicit_step_is_reported():
-    # tau a = 3 > 1: the fixed-point iteration y <- x - 3 y diverges; the cap stops it and the predictor says so.
+    # tau a = 3 > 1: the plain iteration y <- x - 3 y diverges; the cap stops it and the predictor says so.
     params = quadratic_params(3.0)
-    info = predict_step_info(params, SPEC, jax.random.key(0), X, tau=1.0, step="implicit", max_iterations=10)
+    info = predict_step_info(params, SPEC, jax.random.key(0), X, tau=1.0, step="implicit", max_iterations=10,
+                             solver="picard")
     assert int(info.iterations) == 10 and not float(info.residual) <= 1e-5
     x_test = np.concatenate([X, X * 0.9]).astype(np.float32)
     t_test = np.repeat([0, 1], len(X))
     scores = pipeline.evaluate(params, SPEC, x_test, t_test, 0, predict_options={
-        "predict_step": "implicit", "implicit_max_iterations": 10})
-    assert scores["implicit_converged"] is False
+        "predict_step": "implicit", "implicit_max_iterations": 10, "implicit_solver": "picard"})
+    assert scores["implicit_converged"] is False and scores["implicit_solver"] == "picard"
     assert scores["implicit_iterations_per_step"] == [10]
     assert not scores["implicit_residual_per_step"][0] <= scores["implicit_tolerance"]
     converged = pipeline.evaluate(quadratic_params(0.5), SPEC, x_test, t_test, 0,
@@ -73,6 +109,8 @@ def test_unconverged_implicit_step_is_reported():
 def test_unknown_step_and_option_raise():
     with pytest.raises(ValueError, match=re.escape("unknown predict_step 'midpoint'")):
         predict_step_info(quadratic_params(1.0), SPEC, jax.random.key(0), X, step="midpoint")
+    with pytest.raises(ValueError, match=re.escape("unknown implicit_solver 'newton'")):
+        predict_step_info(quadratic_params(1.0), SPEC, jax.random.key(0), X, step="implicit", solver="newton")
     with pytest.raises(ValueError, match="unknown prediction options"):
         pipeline.make_predictor(quadratic_params(1.0), SPEC, predict_stp="implicit")
 

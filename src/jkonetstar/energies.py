@@ -12,9 +12,12 @@ Interaction energies are the same functions applied to the difference ``z = x - 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "POTENTIALS",
@@ -23,6 +26,8 @@ __all__ = [
     "interaction_names",
     "get_potential",
     "get_interaction",
+    "values",
+    "gradients",
 ]
 
 Energy = Callable[[jnp.ndarray], jnp.ndarray]
@@ -170,3 +175,22 @@ def get_interaction(name: str) -> Energy | None:
     if name not in INTERACTIONS:
         raise ValueError(f"unknown interaction {name!r}: choose one of {interaction_names()}")
     return INTERACTIONS[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _vectorised(kind: str, name: str, gradient: bool):
+    energy = get_potential(name) if kind == "potential" else get_interaction(name)
+    return None if energy is None else jax.jit(jax.vmap(jax.grad(energy) if gradient else energy))
+
+
+def values(kind: str, name: str, points) -> np.ndarray:
+    """The energy ``name`` of ``kind`` ``"potential"`` or ``"interaction"`` at ``points`` ``[n, d]`` -> ``[n]``
+    (0 for ``"none"``), one compiled program per energy and shape."""
+    function = _vectorised(kind, name, False)
+    return np.zeros(len(points), np.float32) if function is None else np.asarray(function(jnp.asarray(points)))
+
+
+def gradients(kind: str, name: str, points) -> np.ndarray:
+    """The gradient of :func:`values` at ``points`` ``[n, d]`` -> ``[n, d]`` (0 for ``"none"``)."""
+    function = _vectorised(kind, name, True)
+    return np.zeros_like(np.asarray(points)) if function is None else np.asarray(function(jnp.asarray(points)))

@@ -45,7 +45,7 @@ MAX_FEATURES = 5000
 FEATURE_DEFAULTS = {"degree": 4, "rbf_per_dim": 10}
 """Default size settings of the linear solvers' feature map (jkonetstar.features.feature_map)."""
 
-PREDICT_OPTIONS = ("predict_step", "implicit_tolerance", "implicit_max_iterations")
+PREDICT_OPTIONS = ("predict_step", "implicit_tolerance", "implicit_max_iterations", "implicit_solver")
 """Prediction settings of the JKOnet* solvers: evaluation settings (choosing them never retrains)."""
 
 # Training settings by kind of method (the config's `solvers.<name>` keys a training job receives).

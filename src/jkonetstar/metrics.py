@@ -7,13 +7,15 @@ observed test population at t + 1.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+from importlib.machinery import EXTENSION_SUFFIXES
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import numpy as np
 from jax import Array
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 
 from jkonetstar.couplings import exact_transport
 
@@ -54,10 +56,45 @@ def wasserstein1(x: np.ndarray, y: np.ndarray) -> float:
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         return float("nan")
     if len(x) == len(y):
-        cost = cdist(x, y)
-        rows, cols = linear_sum_assignment(cost)
+        cost = euclidean_costs(x, y)
+        rows, cols = _linear_sum_assignment()(cost)
         return float(cost[rows, cols].mean())
     return exact_transport(x, y, metric="euclidean")[1]  # POT, imported there: only unequal clouds need it
+
+
+def euclidean_costs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``||x_i - y_j||_2`` ``[n, m]`` in float64: the squared differences summed coordinate after coordinate, the
+    operations and order of ``scipy.spatial.distance.cdist(x, y)`` (equal to the last bit), without importing
+    ``scipy.spatial``; memory two ``[n, m]`` arrays whatever ``d``."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    squared = np.zeros((len(x), len(y)))
+    for k in range(x.shape[1]):
+        squared += np.square(x[:, k, None] - y[None, :, k])
+    return np.sqrt(squared, out=squared)
+
+
+@functools.cache
+def _linear_sum_assignment():
+    """``scipy.optimize.linear_sum_assignment``, loaded from its compiled module alone when it can be found.
+
+    Importing ``scipy.optimize`` costs 0.3-0.4 s (linprog, minimize, ... load with it), a tenth of an evaluate
+    job; the assignment solver is the extension module ``scipy/optimize/_lsap``, which needs only numpy.
+    Where that file is not found (another scipy layout), the public import.
+    """
+    package = importlib.util.find_spec("scipy")
+    folders = (package.submodule_search_locations or []) if package is not None else []
+    for path in (Path(f, "optimize", f"_lsap{suffix}") for f in folders for suffix in EXTENSION_SUFFIXES):
+        if path.is_file():
+            try:
+                spec = importlib.util.spec_from_file_location("scipy.optimize._lsap", path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                return module.linear_sum_assignment
+            except (ImportError, AttributeError):
+                break
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment
 
 
 def one_step_predictions(

@@ -345,10 +345,12 @@ def learned_potential(params: dict, spec: Method, x, t: float | None = None) -> 
         return np.asarray(baselines.potential_values(params, x))
     if not spec.potential:
         return None
-    return np.asarray(models.potential_values(params, spec, x, t))
+    return np.asarray(_potential_jit(params, spec, x, None if t is None else float(t)))
 
 
-_step_jit = jax.jit(models.predict_step_info, static_argnames=("spec", "tau", "step", "max_iterations"))
+_step_jit = jax.jit(models.predict_step_info, static_argnames=("spec", "tau", "step", "max_iterations", "solver"))
+_potential_jit = jax.jit(models.potential_values, static_argnames=("spec", "t"))
+_gradients_jit = jax.jit(models.energy_gradients, static_argnames=("spec", "term", "t"))
 
 
 class Predictor:
@@ -405,7 +407,7 @@ class Predictor:
         info = _step_jit(self.params, self.spec, key, x, int(t_target), tau=tau, step=opts["predict_step"],
                          tolerance=opts.get("implicit_tolerance", models.IMPLICIT_TOLERANCE),
                          max_iterations=opts.get("implicit_max_iterations", models.IMPLICIT_MAX_ITERATIONS),
-                         time_input=time_input)
+                         solver=opts.get("implicit_solver", models.IMPLICIT_SOLVERS[0]), time_input=time_input)
         self.residuals.append(float(info.residual))
         self.iterations.append(int(info.iterations))
         return np.asarray(info.y)
@@ -419,6 +421,7 @@ class Predictor:
             "implicit_residual_per_step": self.residuals,
             "implicit_iterations_per_step": self.iterations,
             "implicit_tolerance": float(tolerance),
+            "implicit_solver": self.options.get("implicit_solver", models.IMPLICIT_SOLVERS[0]),
             "implicit_converged": bool(all(r <= tolerance for r in self.residuals)),
         }
 
@@ -433,8 +436,8 @@ def make_predictor(params: dict, spec: Method, *, tau: float = 1.0, time_values=
     ``time_values``: the real time of every snapshot label (:func:`time_scales`; None: evenly spaced labels,
     one step of ``tau`` each). ``options`` go to :func:`jkonetstar.baselines.predict_jkonet` for the baselines
     (``inner_steps``, ``inner_learning_rate``, ``step``); JKOnet* solvers take ``predict_step`` (``explicit`` or ``implicit``;
-    default :func:`jkonetstar.models.default_predict_step`), ``implicit_tolerance`` and
-    ``implicit_max_iterations``.
+    default :func:`jkonetstar.models.default_predict_step`), ``implicit_tolerance``,
+    ``implicit_max_iterations`` and ``implicit_solver`` (:data:`jkonetstar.models.IMPLICIT_SOLVERS`).
     """
     return Predictor(params, spec, tau, options, time_values)
 
@@ -524,8 +527,7 @@ def recovery(params: dict, spec: Method, points: np.ndarray, *, potential: str, 
     points = np.asarray(points, np.float32)
     scale = tau / dt
     values: dict[str, float] = {}
-    terms = (("potential", energies.get_potential(potential)), ("interaction", energies.get_interaction(interaction)))
-    for term, energy in terms:
+    for term, name in (("potential", potential), ("interaction", interaction)):
         if spec.family == "jkonet":
             if term != "potential":
                 continue
@@ -533,8 +535,8 @@ def recovery(params: dict, spec: Method, points: np.ndarray, *, potential: str, 
         else:
             if not getattr(spec, term) or spec.time_dependent:
                 continue
-            learned = np.asarray(models.energy_gradients(params, spec, term, points))
-        true = np.zeros_like(points) if energy is None else np.asarray(jax.vmap(jax.grad(energy))(points))
+            learned = np.asarray(_gradients_jit(params, spec, term, points))
+        true = energies.gradients(term, name, points)
         values.update({f"{term}_grad_{k}": v for k, v in metrics.gradient_recovery(learned, true, scale).items()})
     if spec.internal:
         beta_hat = float(params["beta"])
