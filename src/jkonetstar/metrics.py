@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from importlib.machinery import EXTENSION_SUFFIXES
 from collections.abc import Callable
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import jax

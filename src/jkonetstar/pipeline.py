@@ -377,6 +377,7 @@ class Predictor:
                 raise ValueError(f"unknown prediction options {sorted(unknown)} for solver {spec.name!r}: "
                                  f"choose from {list(PREDICT_OPTIONS)}")
             self.options.setdefault("predict_step", models.default_predict_step(spec))
+            self.options.setdefault("implicit_solver", models.IMPLICIT_SOLVERS[0])
 
     @property
     def step(self) -> str:
@@ -407,7 +408,7 @@ class Predictor:
         info = _step_jit(self.params, self.spec, key, x, int(t_target), tau=tau, step=opts["predict_step"],
                          tolerance=opts.get("implicit_tolerance", models.IMPLICIT_TOLERANCE),
                          max_iterations=opts.get("implicit_max_iterations", models.IMPLICIT_MAX_ITERATIONS),
-                         solver=opts.get("implicit_solver", models.IMPLICIT_SOLVERS[0]), time_input=time_input)
+                         solver=opts["implicit_solver"], time_input=time_input)
         self.residuals.append(float(info.residual))
         self.iterations.append(int(info.iterations))
         return np.asarray(info.y)
@@ -421,7 +422,7 @@ class Predictor:
             "implicit_residual_per_step": self.residuals,
             "implicit_iterations_per_step": self.iterations,
             "implicit_tolerance": float(tolerance),
-            "implicit_solver": self.options.get("implicit_solver", models.IMPLICIT_SOLVERS[0]),
+            "implicit_solver": self.options["implicit_solver"],
             "implicit_converged": bool(all(r <= tolerance for r in self.residuals)),
         }
 
